@@ -1,0 +1,1 @@
+"""Everything around the SNMN model: data, features, training, tracking, evaluation, reports."""

@@ -1,0 +1,220 @@
+"""One typed configuration for the whole pipeline, built strictly from params.yaml.
+
+Every DVC stage reads the same `params.yaml`. For a question such as "How many red cubes are
+there?" the generator needs `generate.*`, the tokeniser `tokenize.*`, the model `model.*` and so
+on; each function takes only the section it needs. An unknown key or a value of the wrong type is
+an error that names the dotted key (``train.batch_size: expected int, got 'abc'``), so a typo in
+params.yaml never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from snmn.config import ModelConfig
+
+
+class ConfigError(ValueError):
+    """A params.yaml value that does not fit the Config schema (message names the key)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections. Each stage owns one; defaults are the offline mini-CLEVR run.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """The offline mini-CLEVR generator (pipeline/minclevr)."""
+
+    seed: int = 0
+    output_dir: str = "data/mini-clevr"  # CLEVR_v1.0-style tree: images/, scenes/, questions/
+    num_images: dict[str, int] = field(
+        default_factory=lambda: {"train": 2000, "val": 400, "test": 100}
+    )
+    questions_per_image: int = 10
+    refexps_per_image: int = 2  # CLEVR-Ref expressions per image (loc_* splits)
+    min_objects: int = 3
+    max_objects: int = 6
+    image_width: int = 480
+    image_height: int = 320
+    min_visible_pixels: int = 200
+    workers: int = 2  # processes rendering images in parallel
+
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    """Questions → token ids, answers, expert layouts, REF box targets (Parquet)."""
+
+    questions_dir: str = "data/mini-clevr/questions"
+    output_dir: str = "data/tokens"
+    dataset: str = "CLEVR"  # file prefix: questions/{dataset}_{split}_questions.json
+    vqa_splits: tuple[str, ...] = ("train", "val", "test")
+    ref_splits: tuple[str, ...] = ("loc_train", "loc_val", "loc_test")
+    vocab_split: str = "train"  # vocabularies come from this split only
+    drop_long_layouts: bool = False  # True: drop questions whose layout exceeds T (counted)
+    image_width: int = 480
+    image_height: int = 320
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """ResNet conv4 features into sharded HDF5."""
+
+    images_dir: str = "data/mini-clevr/images"
+    output_dir: str = "data/features"
+    splits: tuple[str, ...] = ("train", "val", "test")
+    backbone: str = "resnet101"
+    weights: str = "random"  # imagenet | random | a path to a state_dict file
+    input_height: int = 224
+    input_width: int = 224
+    dtype: str = "float16"
+    shard_size: int = 512
+    batch_size: int = 16
+    decode_workers: int = 2
+    num_workers: int = 1  # >1 or a ray_address: shards become Ray tasks (one GPU each)
+    ray_address: str = ""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything in params.yaml."""
+
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def fingerprint(self) -> str:
+        """Short stable hash of every value: equal configs, equal fingerprints."""
+        text = json.dumps(to_dict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------------
+# Strict construction from plain data
+# ---------------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path = "params.yaml") -> Config:
+    """Read params.yaml into a Config; a missing file or a bad key raises ConfigError."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return from_dict(Config, raw, where=str(path))
+
+
+def from_dict(cls: type, raw: Any, where: str = "params") -> Any:
+    """Build dataclass `cls` from `raw`, checking every key and type; errors name the key."""
+    return _convert(cls, raw, key="", where=where)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict of a Config (tuples as lists): what crosses the Ray boundary."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1e-4}} → {"train.lr": 1e-4} (for MLflow params)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _fail(where: str, key: str, message: str) -> ConfigError:
+    return ConfigError(f"{where}: {key or '<root>'}: {message}")
+
+
+def _convert(tp: Any, value: Any, key: str, where: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _fail(where, key, f"expected a mapping, got {value!r}")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp) if f.init}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise _fail(where, _join(key, unknown[0]), f"unknown key (known: {', '.join(sorted(names))})")
+        kwargs = {name: _convert(hints[name], value[name], _join(key, name), where) for name in value}
+        return tp(**kwargs)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        for option in args:
+            try:
+                return _convert(option, value, key, where)
+            except ConfigError:
+                continue
+        raise _fail(where, key, f"expected {_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise _fail(where, key, f"expected one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _fail(where, key, f"expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{key}[{i}]", where) for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise _fail(where, key, f"expected {len(args)} items, got {len(value)}")
+        return tuple(_convert(a, v, f"{key}[{i}]", where) for i, (a, v) in enumerate(zip(args, value)))
+    if origin is list:
+        if not isinstance(value, list):
+            raise _fail(where, key, f"expected a list, got {value!r}")
+        return [_convert(args[0], v, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _fail(where, key, f"expected a mapping, got {value!r}")
+        return {
+            _convert(args[0], k, key, where): _convert(args[1], v, _join(key, str(k)), where)
+            for k, v in value.items()
+        }
+    if tp is type(None):
+        if value is not None:
+            raise _fail(where, key, f"expected null, got {value!r}")
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _fail(where, key, f"expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(where, key, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(where, key, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _fail(where, key, f"expected a string, got {value!r}")
+        return value
+    raise _fail(where, key, f"unsupported type {_name(tp)}")
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp)

@@ -1,0 +1,57 @@
+"""The `snmn` command: one sub-command per pipeline stage.
+
+`snmn generate` writes mini-CLEVR, `snmn tokenize` turns "What color is the large cube?" into
+token ids and the expert layout Find → DescribeOne, and so on. Each sub-command lives in its own
+module under stages/ and is imported only when it runs, so `snmn --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from pipeline.clevr import DataError
+from pipeline.config import ConfigError
+
+# sub-command name → module under stages/ that defines `command`
+STAGES: dict[str, str] = {
+    "generate": "stages.generate",
+    "tokenize": "stages.tokenize_questions",
+    "extract": "stages.extract_features",
+}
+
+
+class StageGroup(click.Group):
+    """A click group whose sub-commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(STAGES)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        module = STAGES.get(name)
+        return None if module is None else importlib.import_module(module).command
+
+
+@click.group(cls=StageGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Stack Neural Module Networks on CLEVR: the stages that `dvc repro` runs."""
+
+
+def main() -> None:
+    """Entry point: bad params or bad data end in one clear line and exit code 2."""
+    try:
+        cli(standalone_mode=False)
+    except (ConfigError, DataError) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The typed Config: params.yaml builds it strictly; typos and wrong types name the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import Config, ConfigError, flatten, from_dict, load_config, to_dict
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_repo_params_yaml_builds_a_config():
+    config = load_config(REPO / "params.yaml")
+    assert isinstance(config, Config)
+    assert config.model.num_steps > 0
+
+
+def test_params_yaml_lists_every_key_of_the_config():
+    """params.yaml is the one place values live: every Config field appears there (so DVC sees it)."""
+    written = flatten(yaml.safe_load((REPO / "params.yaml").read_text()))
+    expected = flatten(to_dict(Config()))
+    missing = sorted(k for k in expected if k not in written and not _under_dict(k, written))
+    assert missing == []
+
+
+def _under_dict(key, written):
+    return any(key.startswith(prefix + ".") for prefix in written)
+
+
+def test_unknown_key_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("generate:\n  sead: 3\n")
+    with pytest.raises(ConfigError, match=r"generate\.sead: unknown key"):
+        load_config(path)
+
+
+def test_wrong_type_is_an_error_naming_the_key():
+    with pytest.raises(ConfigError, match=r"model\.num_steps: expected an integer, got 'nine'"):
+        from_dict(Config, {"model": {"num_steps": "nine"}})
+    with pytest.raises(ConfigError, match=r"model\.validity_mask: expected true/false"):
+        from_dict(Config, {"model": {"validity_mask": 1}})
+
+
+def test_nested_values_convert_and_ints_widen_to_float():
+    config = from_dict(Config, {"model": {"dropout_keep": 1}, "tokenize": {"vqa_splits": ["val"]}})
+    assert config.model.dropout_keep == 1.0 and isinstance(config.model.dropout_keep, float)
+    assert config.tokenize.vqa_splits == ("val",)
+
+
+def test_round_trip_through_plain_dict_keeps_fingerprint():
+    config = load_config(REPO / "params.yaml")
+    again = from_dict(Config, to_dict(config))
+    assert again == config
+    assert again.fingerprint() == config.fingerprint()
+    assert from_dict(Config, {"model": {"num_steps": 3}}).fingerprint() != Config().fingerprint()
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
