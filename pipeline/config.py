@@ -56,34 +56,116 @@ class TokenizeConfig:
     """Questions → token ids, answers, expert layouts, REF box targets (Parquet)."""
 
     questions_dir: str = "data/mini-clevr/questions"
-    output_dir: str = "data/tokens"
+    output_dir: str = "data/tokens"  # {split}.parquet and vocab_{question,answer,layout}.json
+    summary_path: str = "metrics/tokenize.json"  # counts for DVC metrics (outside output_dir)
     dataset: str = "CLEVR"  # file prefix: questions/{dataset}_{split}_questions.json
     vqa_splits: tuple[str, ...] = ("train", "val", "test")
     ref_splits: tuple[str, ...] = ("loc_train", "loc_val", "loc_test")
-    vocab_split: str = "train"  # vocabularies come from this split only
+    vocab_split: str = "train"  # word and answer vocabularies come from this split only
+    max_question_tokens: int = 100  # a longer question is an error (real CLEVR: under 50)
     drop_long_layouts: bool = False  # True: drop questions whose layout exceeds T (counted)
-    image_width: int = 480
+    image_width: int = 480  # pixels of the images the CLEVR-Ref boxes refer to
     image_height: int = 320
 
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """ResNet conv4 features into sharded HDF5."""
+    """ResNet conv4 features into sharded HDF5 (pipeline/features.py)."""
 
-    images_dir: str = "data/mini-clevr/images"
-    output_dir: str = "data/features"
+    images_dir: str = "data/mini-clevr/images"  # images/{split}/CLEVR_{split}_%06d.png
+    output_dir: str = "data/features"  # {split}/manifest.json + {split}/{split}_%05d.h5
     splits: tuple[str, ...] = ("train", "val", "test")
-    backbone: str = "resnet101"
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet101"
     weights: str = "random"  # imagenet | random | a path to a state_dict file
-    input_height: int = 224
+    input_height: int = 224  # every image is resized to this (480x320 CLEVR → 224x224 → 14x14)
     input_width: int = 224
-    dtype: str = "float16"
-    shard_size: int = 512
-    batch_size: int = 16
-    decode_workers: int = 2
+    dtype: Literal["float16", "float32"] = "float16"
+    shard_size: int = 512  # images per HDF5 file
+    batch_size: int = 16  # images decoded and forwarded together (halved on out-of-memory)
+    decode_workers: int = 2  # processes decoding and resizing PNGs while the network runs
     num_workers: int = 1  # >1 or a ray_address: shards become Ray tasks (one GPU each)
     ray_address: str = ""
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
+    calibration_images: int = 64  # random weights: BatchNorm statistics from this many images
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        minimum = {"input_height": 32, "input_width": 32, "shard_size": 1, "batch_size": 1}
+        minimum |= {"decode_workers": 0, "num_workers": 1, "calibration_images": 1}
+        for name, least in minimum.items():
+            if getattr(self, name) < least:
+                raise ConfigError(f"extract.{name}: must be >= {least}, got {getattr(self, name)}")
+        if not self.splits:
+            raise ConfigError("extract.splits: must name at least one split")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training with Ray Train DDP (model.md, "Losses and optimisation"; official recipe values)."""
+
+    tokens_dir: str = "data/tokens"
+    features_dir: str = "data/features"
+    output_dir: str = "models"  # the final model, metrics and curve that DVC tracks
+    runs_dir: str = "runs"  # Ray Train storage: directory checkpoints (survives reruns)
+    vqa_train_split: str = "train"  # model.task vqa / joint
+    vqa_val_split: str = "val"
+    ref_train_split: str = "loc_train"  # model.task ref / joint (CLEVR-Ref)
+    ref_val_split: str = "loc_val"
+    use_layouts: bool = True  # supervise the controller with expert layouts
+    iterations: int = 200_000  # official
+    batch_size: int = 64  # global batch, split over the workers; official
+    learning_rate: float = 1e-4  # Adam; official
+    weight_decay: float = 1e-5  # L2 on conv/linear weights only; official
+    grad_clip: float = 8.0  # global norm; official
+    ema_decay: float = 0.999  # official
+    layout_loss_weight: float = 1.0  # official
+    entropy_weight: float = 0.1  # scratch runs only; official
+    entropy_ramp_start: int = 150_000  # the entropy weight ramps 0 → 1 over these iterations
+    entropy_ramp_end: int = 160_000
+    ref_cell_weight: float = 1.0  # joint runs halve both (0.5 / 0.5) as the official configs
+    ref_offset_weight: float = 1.0
+    log_every: int = 100
+    eval_every: int = 5000
+    eval_max_questions: int = 0  # 0 = the whole validation split
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 2
+    features_in_memory: bool = True  # load the feature shards into RAM when they fit
+    loader_workers: int = 0  # DataLoader processes per training worker
+    seed: int = 0
+    num_workers: int = 1  # Ray Train workers (one process each; one GPU each with use_gpu)
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    ray_address: str = ""  # empty: start a local Ray for this command
+    placement_strategy: str = "PACK"  # PACK | SPREAD | STRICT_SPREAD (one worker per node)
+    max_failures: int = 1  # a dead worker restarts the group from the last checkpoint
+    torch_threads: int = 0  # intra-op threads per worker; 0 = cores / workers
+    mlflow_tracking_uri: str = ""  # empty: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    mlflow_experiment: str = "snmn"
+
+    def __post_init__(self) -> None:
+        choices = {
+            "placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"train.{name}: expected one of {list(allowed)}, got {getattr(self, name)!r}"
+                )
+        for name in (
+            "iterations",
+            "batch_size",
+            "log_every",
+            "eval_every",
+            "checkpoint_every",
+            "num_workers",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}: must be at least 1, got {getattr(self, name)}")
+        if self.batch_size % self.num_workers:
+            raise ConfigError(
+                f"train.batch_size {self.batch_size} must divide evenly over "
+                f"train.num_workers {self.num_workers}"
+            )
 
 
 @dataclass(frozen=True)
@@ -94,6 +176,7 @@ class Config:
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def fingerprint(self) -> str:
         """Short stable hash of every value: equal configs, equal fingerprints."""
@@ -152,9 +235,18 @@ def _convert(tp: Any, value: Any, key: str, where: str) -> Any:
         names = {f.name for f in dataclasses.fields(tp) if f.init}
         unknown = sorted(set(value) - names)
         if unknown:
-            raise _fail(where, _join(key, unknown[0]), f"unknown key (known: {', '.join(sorted(names))})")
-        kwargs = {name: _convert(hints[name], value[name], _join(key, name), where) for name in value}
-        return tp(**kwargs)
+            raise _fail(
+                where, _join(key, unknown[0]), f"unknown key (known: {', '.join(sorted(names))})"
+            )
+        kwargs = {
+            name: _convert(hints[name], value[name], _join(key, name), where) for name in value
+        }
+        try:
+            return tp(**kwargs)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as error:  # a section's own checks (__post_init__)
+            raise ConfigError(f"{where}: {error}") from None
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
@@ -177,7 +269,10 @@ def _convert(tp: Any, value: Any, key: str, where: str) -> Any:
             return tuple(_convert(args[0], v, f"{key}[{i}]", where) for i, v in enumerate(value))
         if len(args) != len(value):
             raise _fail(where, key, f"expected {len(args)} items, got {len(value)}")
-        return tuple(_convert(a, v, f"{key}[{i}]", where) for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(
+            _convert(a, v, f"{key}[{i}]", where)
+            for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
     if origin is list:
         if not isinstance(value, list):
             raise _fail(where, key, f"expected a list, got {value!r}")

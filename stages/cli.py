@@ -20,6 +20,7 @@ STAGES: dict[str, str] = {
     "generate": "stages.generate",
     "tokenize": "stages.tokenize_questions",
     "extract": "stages.extract_features",
+    "train": "stages.train",
 }
 
 

@@ -17,7 +17,7 @@ def test_repo_params_yaml_builds_a_config():
 
 
 def test_params_yaml_lists_every_key_of_the_config():
-    """params.yaml is the one place values live: every Config field appears there (so DVC sees it)."""
+    """params.yaml is where values live: every Config field appears there (so DVC sees it)."""
     written = flatten(yaml.safe_load((REPO / "params.yaml").read_text()))
     expected = flatten(to_dict(Config()))
     missing = sorted(k for k in expected if k not in written and not _under_dict(k, written))
@@ -63,3 +63,8 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_a_sections_own_check_becomes_a_config_error():
+    with pytest.raises(ConfigError, match="pointer_sharpen"):
+        from_dict(Config, {"model": {"pointer_sharpen": "blunt"}})

@@ -1,0 +1,183 @@
+"""Training batches: tokenised questions (Parquet, read once) joined with image features (HDF5).
+
+A batch for "Is there a red cube left of the sphere?" holds its token ids, length, answer id,
+expert layout (Find, Transform, Filter, DescribeOne, NoOp…) and the [H, W, C] features of its
+image; a CLEVR-Ref batch holds the target cell and box offsets instead of the answer. The tables
+are read into arrays once; features come from RAM when `features_in_memory` is set, else from
+the HDF5 shards opened lazily in each DataLoader worker. Batches are fetched whole
+(`__getitems__`), so no per-question Python collation runs.
+
+Order: `EpochBatchSampler` shuffles every epoch with a seed-derived permutation, deals it out to
+the ranks and cuts fixed-size batches; from a step number alone it knows where it is, so a resumed
+run sees exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pipeline.clevr import DataError
+from pipeline.shards import FeatureStore, manifest_path
+from pipeline.tables import padded, read_parquet
+
+COLUMNS = [
+    "image_index",
+    "tokens",
+    "length",
+    "answer_id",
+    "layout",
+    "target_cell",
+    "offsets",
+    "bbox",
+    "question_type",
+    "family",
+]
+
+
+@dataclass
+class QuestionTable:
+    """One split's questions as arrays (N questions, S = longest question, T steps)."""
+
+    split: str
+    image_index: np.ndarray  # [N] int64
+    tokens: np.ndarray  # [N, S] int64, 0-padded
+    lengths: np.ndarray  # [N] int64
+    answers: np.ndarray  # [N] int64, -1 where unknown (test split)
+    layouts: np.ndarray  # [N, T] int64, -1 rows where the question has no program
+    target_cells: np.ndarray  # [N] int64, -1 for VQA rows
+    offsets: np.ndarray  # [N, 4] float32, NaN for VQA rows
+    boxes: np.ndarray  # [N, 4] float32 [x, y, w, h], NaN for VQA rows
+    question_types: list[str | None]
+    families: np.ndarray  # [N] int64, -1 when unknown
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def read_question_table(tokens_dir: str | Path, split: str, num_steps: int) -> QuestionTable:
+    """Read `{tokens_dir}/{split}.parquet` into arrays."""
+    table = read_parquet(Path(tokens_dir) / f"{split}.parquet", columns=COLUMNS)
+    size = table.num_rows
+    layouts = padded(table["layout"], width=num_steps, fill=-1).astype(np.int64)
+    if size and layouts.shape[1] != num_steps:
+        raise DataError(f"{tokens_dir}/{split}.parquet: layouts are not {num_steps} steps long")
+    has_layout = table["layout"].is_valid().to_numpy(zero_copy_only=False)
+    layouts[~has_layout] = -1
+    return QuestionTable(
+        split=split,
+        image_index=table["image_index"].to_numpy().astype(np.int64),
+        tokens=padded(table["tokens"]).astype(np.int64),
+        lengths=table["length"].to_numpy().astype(np.int64),
+        answers=_filled(table["answer_id"], -1),
+        layouts=layouts.reshape(size, num_steps),
+        target_cells=_filled(table["target_cell"], -1),
+        offsets=_boxes(table["offsets"]),
+        boxes=_boxes(table["bbox"]),
+        question_types=table["question_type"].to_pylist(),
+        families=_filled(table["family"], -1),
+    )
+
+
+def _filled(column, fill: int) -> np.ndarray:
+    return column.fill_null(fill).to_numpy().astype(np.int64)
+
+
+def _boxes(column) -> np.ndarray:
+    values = padded(column, width=4, fill=0).astype(np.float32)
+    values[~column.is_valid().to_numpy(zero_copy_only=False)] = np.nan
+    return values
+
+
+class QuestionDataset(Dataset):
+    """Questions of one split with their image features; items are whole batches of tensors."""
+
+    def __init__(self, questions: QuestionTable, features_dir: str | Path, in_memory: bool) -> None:
+        self.questions = questions
+        self.store = FeatureStore(manifest_path(features_dir, questions.split))
+        self.features = self.store.load_all() if in_memory else None
+        if len(questions) and questions.image_index.max() >= len(self.store):
+            raise DataError(
+                f"{self.store.manifest_path}: has {len(self.store)} images but the "
+                f"{questions.split} questions refer to image {questions.image_index.max()}"
+            )
+
+    @property
+    def feature_shape(self) -> tuple[int, int, int]:
+        return self.store.shape  # (H, W, C)
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        rows = np.asarray(indices, dtype=np.int64)
+        q = self.questions
+        images = q.image_index[rows]
+        if self.features is not None:
+            features = self.features[images]
+        else:
+            features = np.stack([self.store[int(i)] for i in images])
+        longest = int(q.lengths[rows].max())
+        return {
+            "rows": torch.from_numpy(rows),
+            "tokens": torch.from_numpy(q.tokens[rows, :longest]),  # [B, S]
+            "lengths": torch.from_numpy(q.lengths[rows]),  # [B]
+            "features": torch.from_numpy(features.astype(np.float32)),  # [B, H, W, C]
+            "answers": torch.from_numpy(q.answers[rows]),  # [B]
+            "layouts": torch.from_numpy(q.layouts[rows]),  # [B, T]
+            "target_cells": torch.from_numpy(q.target_cells[rows]),  # [B]
+            "offsets": torch.from_numpy(q.offsets[rows]),  # [B, 4]
+        }
+
+
+def identity_collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Batches arrive whole from `__getitems__`; nothing to collate."""
+    return batch
+
+
+class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Endless fixed-size batches for one rank, reshuffled every epoch, resumable at any step.
+
+    Epoch e's order is a permutation seeded by (seed, e); rank r takes every world_size-th
+    element, so the ranks' shares are disjoint and together form a global batch of
+    `batch_size * world_size`. The last incomplete batch of an epoch is dropped (static shapes).
+    """
+
+    def __init__(
+        self, size: int, batch_size: int, rank: int, world_size: int, seed: int, start_step: int
+    ) -> None:
+        self.size, self.batch_size = size, batch_size
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.batches_per_epoch = size // (batch_size * world_size)
+        if self.batches_per_epoch < 1:
+            raise DataError(
+                f"{size} questions are fewer than one global batch of {batch_size * world_size}"
+            )
+        self.start_step = start_step
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start_step
+        while True:
+            epoch, offset = divmod(step, self.batches_per_epoch)
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            order = torch.randperm(self.size, generator=generator)[self.rank :: self.world_size]
+            for batch in range(offset, self.batches_per_epoch):
+                yield order[batch * self.batch_size : (batch + 1) * self.batch_size].tolist()
+                step += 1
+
+    def __len__(self) -> int:  # one epoch
+        return self.batches_per_epoch
+
+
+def evaluation_rows(size: int, rank: int, world_size: int, limit: int = 0) -> list[int]:
+    """This rank's disjoint share of the first `limit` (0 = all) rows, with no padding."""
+    total = size if limit <= 0 else min(size, limit)
+    return list(range(rank, total, world_size))

@@ -1,0 +1,106 @@
+"""Shared fixtures: a tiny mini-CLEVR run through the real stages, and a small model profile.
+
+The session-scoped `tiny_data` folder is made once by the same functions `dvc repro` calls:
+generate (a few dozen scenes) → tokenize → extract (ResNet-18, 64×64 input → 4×4 grid).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.config import (
+    Config,
+    ExtractConfig,
+    GenerateConfig,
+    TokenizeConfig,
+    from_dict,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+TINY_GRID = 4  # 64×64 input → 4×4 conv4 grid
+TINY_MODEL = {
+    "feature_dim": 256,
+    "feature_height": TINY_GRID,
+    "feature_width": TINY_GRID,
+    "embed_dim": 32,
+    "lstm_dim": 64,
+    "kb_dim": 64,
+    "memory_dim": 64,
+    "pos_enc_dim": 16,
+    "vqa_hidden_dim": 64,
+    "vocab_size": 0,
+    "num_answers": 0,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with mini-clevr/, tokens/ and features/ for VQA and CLEVR-Ref splits."""
+    from pipeline.features import extract_features
+    from pipeline.minclevr.generate import generate
+    from pipeline.tokenization import tokenize
+
+    root = tmp_path_factory.mktemp("tiny")
+    generate(
+        GenerateConfig(
+            output_dir=str(root / "mini-clevr"),
+            num_images={"train": 40, "val": 16, "test": 4},
+            questions_per_image=4,
+            refexps_per_image=2,
+            workers=1,
+        )
+    )
+    tokenize(
+        TokenizeConfig(
+            questions_dir=str(root / "mini-clevr" / "questions"),
+            output_dir=str(root / "tokens"),
+            summary_path=str(root / "tokenize.json"),
+            ref_splits=("loc_train", "loc_val"),
+        ),
+        num_steps=9,
+        grid=(TINY_GRID, TINY_GRID),
+    )
+    extract_features(
+        ExtractConfig(
+            images_dir=str(root / "mini-clevr" / "images"),
+            output_dir=str(root / "features"),
+            splits=("train", "val", "loc_train", "loc_val"),
+            backbone="resnet18",
+            input_height=64,
+            input_width=64,
+            shard_size=32,
+            decode_workers=0,
+            calibration_images=16,
+        )
+    )
+    return root
+
+
+def tiny_config(root: Path, work: Path, model: dict[str, Any] | None = None, **train: Any) -> Config:
+    """A Config over `tiny_data` with the tiny model; `train` overrides train.* values."""
+    values = {
+        "tokens_dir": str(root / "tokens"),
+        "features_dir": str(root / "features"),
+        "output_dir": str(work / "models"),
+        "runs_dir": str(work / "runs"),
+        "batch_size": 8,
+        "iterations": 6,
+        "log_every": 1,
+        "eval_every": 3,
+        "checkpoint_every": 3,
+        "torch_threads": 1,
+        "mlflow_tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+        **train,
+    }
+    return from_dict(
+        Config,
+        {"model": {**TINY_MODEL, **(model or {})}, "train": values},
+        where="tiny_config",
+    )

@@ -1,0 +1,97 @@
+"""The training loop in one process: it learns, writes its outputs, and resumes exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pipeline.checkpoint import load as load_checkpoint
+from pipeline.outputs import load_trained_model
+from pipeline.training import LocalReporter, WorkerContext, train_loop
+from tests.conftest import tiny_config
+
+
+class Interrupted(Exception):
+    pass
+
+
+class DyingReporter(LocalReporter):
+    """Saves like LocalReporter, then 'dies' right after the checkpoint of `die_at`."""
+
+    def __init__(self, folder, die_at: int) -> None:
+        super().__init__(folder)
+        self.die_at = die_at
+
+    def report(self, metrics, state):
+        super().report(metrics, state)
+        if state is not None and state.step == self.die_at:
+            raise Interrupted
+
+
+def losses_by_step(history):
+    return {row["step"]: row["vqa_loss_total"] for row in history}
+
+
+def test_resume_after_an_interruption_gives_the_same_losses(tiny_data, tmp_path):
+    config = tiny_config(tiny_data, tmp_path, iterations=6, checkpoint_every=3, eval_every=6)
+    straight = tmp_path / "straight"
+    train_loop(config, WorkerContext(), LocalReporter(straight), {})
+    reference = load_checkpoint(sorted(straight.glob("step_*"))[-1]).history
+
+    broken = tmp_path / "broken"
+    with pytest.raises(Interrupted):
+        train_loop(config, WorkerContext(), DyingReporter(broken, die_at=3), {})
+    train_loop(config, WorkerContext(), LocalReporter(broken), {})
+    resumed = load_checkpoint(sorted(broken.glob("step_*"))[-1]).history
+
+    assert [row["step"] for row in resumed] == [1, 2, 3, 4, 5, 6]
+    assert losses_by_step(resumed) == losses_by_step(reference)  # bit-for-bit on CPU
+
+
+def test_outputs_are_written_and_the_model_loads_safely(tiny_data, tmp_path):
+    config = tiny_config(tiny_data, tmp_path, iterations=4, eval_every=4)
+    metrics = train_loop(config, WorkerContext(), LocalReporter(tmp_path / "ck"), {})
+    assert 0.0 <= metrics["val_vqa_accuracy"] <= 1.0
+    models = tmp_path / "models"
+    written = json.loads((models / "train_metrics.json").read_text())
+    assert written["step"] == 4 and written["val_vqa_accuracy"] == metrics["val_vqa_accuracy"]
+    curve = (models / "train_curve.csv").read_text().splitlines()
+    assert curve[0].startswith("step,") and len(curve) == 1 + 4
+    model, payload = load_trained_model(models / "model.pt")
+    assert payload["model_config"]["vocab_size"] == len(payload["question_words"])
+    tokens = torch.tensor([[2, 3, 4]])
+    features = torch.zeros(1, 4, 4, 256)
+    output = model(tokens, torch.tensor([3]), features)
+    assert output.answer_logits.shape == (1, len(payload["answer_words"]))
+
+
+def test_learning_happens_on_a_fixed_batch(tiny_data, tmp_path):
+    """Many steps over 8 questions (one batch per epoch is all the data): loss must fall."""
+    config = tiny_config(
+        tiny_data, tmp_path, iterations=40, log_every=10, eval_every=40, checkpoint_every=40,
+        learning_rate=3e-3,
+    )
+    train_loop(config, WorkerContext(), LocalReporter(tmp_path / "ck"), {})
+    history = load_checkpoint(sorted((tmp_path / "ck").glob("step_*"))[-1]).history
+    assert history[-1]["vqa_loss_total"] < 0.7 * history[0]["vqa_loss_total"]
+
+
+def test_joint_training_makes_two_updates_per_iteration(tiny_data, tmp_path):
+    config = tiny_config(
+        tiny_data, tmp_path, model={"task": "joint"}, iterations=2, eval_every=2,
+        ref_cell_weight=0.5, ref_offset_weight=0.5,
+    )
+    metrics = train_loop(config, WorkerContext(), LocalReporter(tmp_path / "ck"), {})
+    assert "vqa_loss_answer" in metrics and "ref_loss_cell" in metrics
+    assert 0.0 <= metrics["val_ref_p_at_1"] <= 1.0
+
+
+def test_scratch_training_uses_no_layouts(tiny_data, tmp_path):
+    config = tiny_config(
+        tiny_data, tmp_path, iterations=2, eval_every=2, use_layouts=False,
+        entropy_ramp_start=0, entropy_ramp_end=1,
+    )
+    metrics = train_loop(config, WorkerContext(), LocalReporter(tmp_path / "ck"), {})
+    assert "vqa_loss_layout" not in metrics and "vqa_loss_entropy" in metrics

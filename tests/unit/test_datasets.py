@@ -1,0 +1,45 @@
+"""EpochBatchSampler: disjoint rank shares, a fresh order every epoch, exact resume from a step."""
+
+import itertools
+
+import pytest
+
+from pipeline.clevr import DataError
+from pipeline.datasets import EpochBatchSampler, evaluation_rows
+
+
+def take(sampler, count):
+    return list(itertools.islice(iter(sampler), count))
+
+
+def test_ranks_get_disjoint_shares_that_cover_a_global_batch():
+    ranks = [EpochBatchSampler(20, 4, rank, 2, seed=1, start_step=0) for rank in range(2)]
+    first = [take(sampler, 1)[0] for sampler in ranks]
+    assert len(first[0]) == len(first[1]) == 4
+    assert not set(first[0]) & set(first[1])
+
+
+def test_every_epoch_is_a_new_permutation_without_repeats():
+    sampler = EpochBatchSampler(12, 4, 0, 1, seed=0, start_step=0)
+    assert len(sampler) == 3
+    epochs = take(sampler, 6)
+    first, second = sum(epochs[:3], []), sum(epochs[3:], [])
+    assert sorted(first) == sorted(second) == list(range(12))
+    assert first != second
+
+
+def test_resuming_at_a_step_yields_the_same_batches():
+    full = take(EpochBatchSampler(30, 4, 1, 2, seed=5, start_step=0), 10)
+    resumed = take(EpochBatchSampler(30, 4, 1, 2, seed=5, start_step=4), 6)
+    assert resumed == full[4:]
+
+
+def test_too_few_questions_for_a_batch_is_a_clear_error():
+    with pytest.raises(DataError, match="fewer than one global batch"):
+        EpochBatchSampler(5, 4, 0, 2, seed=0, start_step=0)
+
+
+def test_evaluation_rows_split_without_padding_or_overlap():
+    shares = [evaluation_rows(7, rank, 3) for rank in range(3)]
+    assert sorted(sum(shares, [])) == list(range(7))
+    assert evaluation_rows(7, 0, 1, limit=3) == [0, 1, 2]
