@@ -73,7 +73,11 @@ def fit(
     try:
         trainer = TorchTrainer(
             ray_worker_entry,
-            train_loop_config={"config": to_dict(config), "tracking": tracking},
+            train_loop_config={
+                "config": to_dict(config),
+                "tracking": tracking,
+                "run_name": run_name,
+            },
             scaling_config=ScalingConfig(
                 num_workers=train.num_workers,
                 use_gpu=train.use_gpu,
@@ -97,6 +101,7 @@ def fit(
 
 def ray_worker_entry(loop_config: dict[str, Any]) -> None:
     """What every Ray Train worker runs: rebuild the Config, then the plain training loop."""
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -109,8 +114,10 @@ def ray_worker_entry(loop_config: dict[str, Any]) -> None:
         rank=context.get_world_rank(),
         world_size=context.get_world_size(),
         device=str(ray.train.torch.get_device()),
+        node=ray.get_runtime_context().get_node_id(),
     )
-    train_loop(config, worker, RayReporter(), loop_config["tracking"])
+    run_folder = Path(config.train.runs_dir).resolve() / loop_config["run_name"]
+    train_loop(config, worker, RayReporter(run_folder), loop_config["tracking"])
 
 
 def _quiet_worker_logs() -> None:
@@ -123,16 +130,30 @@ def _quiet_worker_logs() -> None:
 
 
 class RayReporter:
-    """The loop's Reporter on Ray Train: checkpoints go through ray.train.report/get_checkpoint."""
+    """The loop's Reporter on Ray Train: checkpoints go through ray.train.report/get_checkpoint.
+
+    Ray Train registers a reported checkpoint when its controller next polls (every ~2 s); a
+    worker killed in between leaves a complete checkpoint on storage that Ray does not offer
+    back. `load_latest` therefore also looks in the run's folder and takes the newest step.
+    """
+
+    def __init__(self, run_folder: Path) -> None:
+        self.run_folder = run_folder
 
     def load_latest(self) -> TrainingState | None:
         import ray.train
 
+        candidates = []
         checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as directory:
-            return load_checkpoint(directory)
+        if checkpoint is not None:
+            with checkpoint.as_directory() as directory:
+                candidates.append(load_checkpoint(directory))
+        for directory in sorted(self.run_folder.glob("checkpoint_*")):
+            try:
+                candidates.append(load_checkpoint(directory))
+            except (OSError, RuntimeError, EOFError, KeyError):  # absent or half-copied
+                continue
+        return max(candidates, key=lambda state: state.step, default=None)
 
     def report(self, metrics: dict[str, float], state: TrainingState | None) -> None:
         """Every rank calls this at the same steps (a barrier); rank 0 passes the state."""
@@ -144,3 +165,59 @@ class RayReporter:
         with tempfile.TemporaryDirectory(prefix="snmn-checkpoint-") as directory:
             save_checkpoint(state, directory)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+# Files and folders that stay behind when the project is shipped to a cluster as working_dir.
+JOB_EXCLUDES = [
+    ".venv",
+    ".git",
+    ".dvc/cache",
+    "data",
+    "runs",
+    "models",
+    "mlflow.db",
+    "mlartifacts",
+    "mlruns",
+    "**/__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+]
+
+
+def submit_job(
+    address: str, params_path: str, project_dir: str | Path, wait: bool, timeout_s: float = 3600
+) -> tuple[str, str]:
+    """Submit `snmn train` as a Ray job with the project as working dir; (job id, status).
+
+    The cluster's nodes need the project's packages (docker/ images) and every path in params
+    reachable from every node (shared storage); MLflow should be an http:// tracking server.
+    """
+    import time
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    quiet_ray_environment()
+    client = JobSubmissionClient(address)
+    job_id = client.submit_job(
+        entrypoint=f"python -m stages.cli train --params {params_path}",
+        runtime_env={
+            "working_dir": str(Path(project_dir).resolve()),
+            "excludes": JOB_EXCLUDES,
+            "env_vars": {key: os.environ.get(key, value) for key, value in RAY_ENVIRONMENT.items()},
+        },
+    )
+    if not wait:
+        return job_id, str(client.get_job_status(job_id))
+    deadline = time.monotonic() + timeout_s
+    done = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    status = client.get_job_status(job_id)
+    while status not in done and time.monotonic() < deadline:
+        time.sleep(2)
+        status = client.get_job_status(job_id)
+    return job_id, str(status.value if hasattr(status, "value") else status)
+
+
+def job_logs(address: str, job_id: str) -> str:
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(address).get_job_logs(job_id)

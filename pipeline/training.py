@@ -53,6 +53,7 @@ class WorkerContext:
     rank: int = 0
     world_size: int = 1
     device: str = "cpu"
+    node: str = "local"  # the machine (Ray node id) this worker runs on
 
 
 class Reporter(Protocol):
@@ -182,6 +183,10 @@ def train_loop(
     if is_chief and tracking.get("run_id"):
         tracker = MlflowTracker(tracking["tracking_uri"], tracking["run_id"])
 
+    nodes = len(set(_gather(worker.node, worker)))
+    if is_chief:
+        _say(f"{worker.world_size} worker(s) on {nodes} node(s), device {device}")
+        tracker.log_metrics({"num_workers": worker.world_size, "num_nodes": nodes}, step=0)
     tasks = load_data(config)
     check_layouts(config, tasks)
     model_config = resolve_model_config(config, tasks)

@@ -21,6 +21,7 @@ STAGES: dict[str, str] = {
     "tokenize": "stages.tokenize_questions",
     "extract": "stages.extract_features",
     "train": "stages.train",
+    "submit": "stages.submit",
 }
 
 
