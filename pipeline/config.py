@@ -38,17 +38,17 @@ class GenerateConfig:
 
     seed: int = 0
     output_dir: str = "data/mini-clevr"  # CLEVR_v1.0-style tree: images/, scenes/, questions/
-    num_images: dict[str, int] = field(
+    num_images: dict[str, int] = field(  # per CLEVR split (train, val, test)
         default_factory=lambda: {"train": 2000, "val": 400, "test": 100}
     )
     questions_per_image: int = 10
-    refexps_per_image: int = 2  # CLEVR-Ref expressions per image (loc_* splits)
-    min_objects: int = 3
+    refexps_per_image: int = 2  # CLEVR-Ref expressions per image; loc_{split} reuses the pictures
+    min_objects: int = 3  # 2..10 objects per scene
     max_objects: int = 6
     image_width: int = 480
     image_height: int = 320
-    min_visible_pixels: int = 200
-    workers: int = 2  # processes rendering images in parallel
+    min_visible_pixels: int = 200  # every object shows at least this many pixels, else re-sample
+    workers: int = 2  # processes rendering images in parallel (output does not depend on it)
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,43 @@ class ExtractConfig:
                 raise ConfigError(f"extract.{name}: must be >= {least}, got {getattr(self, name)}")
         if not self.splits:
             raise ConfigError("extract.splits: must name at least one split")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """A ResNet conv4 backbone trained on the TRAIN scenes' objects (pipeline/pretrain.py)."""
+
+    images_dir: str = "data/mini-clevr/images"  # reads images_dir/train only
+    scenes_dir: str = "data/mini-clevr/scenes"  # reads {dataset}_train_scenes.json only
+    dataset: str = "CLEVR"
+    output_path: str = "models/backbone/scenes_resnet18.pt"  # what extract.weights points at
+    metrics_path: str = "metrics/pretrain.json"
+    curve_path: str = "metrics/pretrain_curve.csv"
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet18"
+    input_height: int = 160  # must equal extract.input_height / input_width
+    input_width: int = 240
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 2e-3  # Adam
+    weight_decay: float = 1e-5
+    min_coverage: float = 0.25  # a cell shows the object covering at least this much of it
+    max_images: int = 0  # 0 = every train image
+    holdout_images: int = 100  # last train images, never trained on: the held-out accuracy
+    precision: Literal["bfloat16", "float32"] = "bfloat16"  # CPU autocast: ~2x faster (AVX-512)
+    log_every: int = 10  # steps per row of the training curve
+    torch_threads: int = 0  # 0 = every available core
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        minimum = {"input_height": 32, "input_width": 32, "epochs": 1, "batch_size": 1}
+        minimum |= {"max_images": 0, "holdout_images": 0, "log_every": 1, "torch_threads": 0}
+        for name, least in minimum.items():
+            if getattr(self, name) < least:
+                raise ConfigError(f"pretrain.{name}: must be >= {least}, got {getattr(self, name)}")
+        if not 0.0 < self.min_coverage <= 1.0:
+            raise ConfigError(f"pretrain.min_coverage: must be in (0, 1], got {self.min_coverage}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"pretrain.learning_rate: must be > 0, got {self.learning_rate}")
 
 
 @dataclass(frozen=True)
@@ -166,6 +203,98 @@ class TrainConfig:
                 f"train.batch_size {self.batch_size} must divide evenly over "
                 f"train.num_workers {self.num_workers}"
             )
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The interactive demo `snmn serve` (pipeline/serve.py): which model, which images, limits."""
+
+    model: str = "models/model.pt"  # model.pt path, or MLflow URI runs:/<id>, models:/<name>/<v>
+    features_dir: str = "data/features"  # {split}/manifest.json (+ the calibrated random backbone)
+    images_dir: str = "data/mini-clevr/images"  # {split}/CLEVR_{split}_%06d.png
+    tokens_dir: str = "data/tokens"  # {split}.parquet: the suggested questions of each image
+    split: str = "val"  # the image set shown
+    host: str = "127.0.0.1"  # loopback only by default
+    port: int = 8000
+    mlflow_tracking_uri: str = ""  # for MLflow model URIs; empty: train.mlflow_tracking_uri
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    torch_threads: int = 2  # intra-op threads of the one inference lane (requests queue on a lock)
+    max_upload_bytes: int = 5_000_000  # an uploaded PNG; a larger body is refused while reading
+    max_question_chars: int = 1000
+    max_image_side: int = 4096  # pixels; an uploaded PNG larger than this either way is refused
+    max_connections: int = 64  # uvicorn limit_concurrency: more open connections get 503
+
+    def __post_init__(self) -> None:
+        minimum = {"port": 1, "torch_threads": 1, "max_upload_bytes": 1024}
+        minimum |= {"max_question_chars": 1, "max_image_side": 16, "max_connections": 1}
+        for name, least in minimum.items():
+            if getattr(self, name) < least:
+                raise ConfigError(f"serve.{name}: must be >= {least}, got {getattr(self, name)}")
+        if self.port > 65535:
+            raise ConfigError(f"serve.port: must be <= 65535, got {self.port}")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The trained model on the evaluation splits, against the paper (pipeline/evaluation.py)."""
+
+    model_path: str = "models/model.pt"  # written by the train stage (EMA weights)
+    tokens_dir: str = "data/tokens"
+    features_dir: str = "data/features"
+    questions_dir: str = "data/mini-clevr/questions"  # programs, for faithfulness
+    scenes_dir: str = "data/mini-clevr/scenes"  # objects and masks, for faithfulness
+    dataset: str = "CLEVR"  # file prefix, as tokenize.dataset
+    vqa_split: str = "val"  # empty: skip
+    ref_split: str = "loc_val"  # empty: skip
+    max_questions: int = 0  # per split; 0 = all
+    batch_size: int = 128
+    features_in_memory: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    faithfulness: bool = True  # needs the scenes file of the split (skipped when absent)
+    metrics_path: str = "metrics/evaluate.json"
+    comparison_path: str = "metrics/paper_comparison.json"
+    comparison_markdown: str = "reports/paper_comparison.md"
+    question_only_baseline: bool = False  # train and score the blind baseline (VQA models)
+    baseline_train_split: str = "train"
+    baseline_iterations: int = 1000  # ~3 epochs of mini-CLEVR train at batch 64
+    baseline_batch_size: int = 64
+    baseline_learning_rate: float = 1e-3
+    mlflow_run_id: str = ""  # empty: the run that trained the model (runs_dir/<run>/...)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "baseline_iterations", "baseline_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"evaluate.{name}: must be at least 1, got {getattr(self, name)}")
+        if self.max_questions < 0:
+            raise ConfigError(f"evaluate.max_questions: must be >= 0, got {self.max_questions}")
+        if not (self.vqa_split or self.ref_split):
+            raise ConfigError("evaluate.vqa_split/ref_split: name at least one split")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """The step-by-step visual report and the plots (pipeline/report.py)."""
+
+    model_path: str = "models/model.pt"
+    tokens_dir: str = "data/tokens"
+    features_dir: str = "data/features"
+    images_dir: str = "data/mini-clevr/images"  # images/{split}/<image_filename>
+    curve_path: str = "models/train_curve.csv"  # written by the train stage
+    metrics_path: str = "metrics/evaluate.json"  # written by the evaluate stage
+    output_dir: str = "reports/visualize"  # index.html and examples/*.png
+    plots_dir: str = "reports/plots"  # PNG plots (DVC plots) and their CSV data
+    vqa_split: str = "val"
+    ref_split: str = "loc_val"
+    num_examples: int = 8  # per task; half answered right, half wrong when both exist
+    candidates: int = 256  # questions scored to pick the examples from
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("num_examples", "candidates"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"report.{name}: must be at least 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

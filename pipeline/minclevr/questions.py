@@ -1,0 +1,334 @@
+"""VQA question families: the samplers behind CLEVR-style templates.
+
+One family is one pattern of CLEVR's template schema, e.g. one-hop query_color:
+"What color is the <Z2> <M2> <S2> that is <R> the <Z> <C> <M> <S>?" with the program
+scene → filters → unique → relate[R] → filters → unique → query_color. A sampler picks objects
+and descriptions in a scene so that the quality rules hold by construction: every `unique` sees
+exactly one object, a question never names the attribute it asks for, every relate and every
+branch of and/or changes the result (no degenerate chains), and count/exist descriptions
+sometimes match nothing. It returns the text and the program; the executor computes the answer.
+The families cover every SNMN module pattern: zero-hop, one- and two-hop relate, same_*, compare
+integer, compare attribute, and (intersect), or (union). families.py lists them.
+"""
+
+from __future__ import annotations
+
+import random
+
+from pipeline.clevr import Scene
+from pipeline.minclevr.phrases import (
+    SAME,
+    Description,
+    ProgramBuilder,
+    Sampled,
+    Sampler,
+    all_but,
+    everyone,
+    matching,
+    noun_phrase,
+    random_description,
+    same_set,
+    sample_chain,
+    sample_hop,
+    two_anchors,
+    unique_description,
+)
+from pipeline.minclevr.world import ATTRIBUTES
+
+QUERY_TEXTS = {
+    "color": ("What color is the {x}?", "What is the color of the {x}?"),
+    "shape": ("What shape is the {x}?", "What is the shape of the {x}?"),
+    "size": ("What size is the {x}?", "How big is the {x}?"),
+    "material": ("What material is the {x}?", "What is the {x} made of?"),
+}
+COMPARE_TEXTS = {
+    "equal_integer": (
+        "Are there an equal number of {a} and {b}?",
+        "Is the number of {a} the same as the number of {b}?",
+    ),
+    "less_than": (
+        "Are there fewer {a} than {b}?",
+        "Is the number of {a} less than the number of {b}?",
+    ),
+    "greater_than": (
+        "Are there more {a} than {b}?",
+        "Is the number of {a} greater than the number of {b}?",
+    ),
+}
+COUNT_TEXTS = ("How many {x}?", "What number of {x}?")
+EXIST_TEXTS = ("Are there any {x}?", "Is there a {s}?")
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers of the count / exist samplers
+# ---------------------------------------------------------------------------------------------
+
+
+def _outer(
+    scene: Scene, rng: random.Random, pool: frozenset[int], anchor: int, exclude=()
+) -> Description | None:
+    """A loose description for count/exist over `pool`, rejected when `pool` would not matter."""
+    description = random_description(scene, rng, exclude=exclude, allow_empty=True)
+    rest = everyone(scene) - {anchor}
+    if matching(scene, pool, description) == matching(scene, rest, description):
+        return None
+    return description
+
+
+def _ending(builder: ProgramBuilder, node: int, description: Description, function: str) -> Sampled:
+    builder.add(function, [builder.filters(node, description)])
+    return builder.program()
+
+
+def _count_or_exist(function: str, rng: random.Random, description: Description, tail: str) -> str:
+    if function == "count":
+        return rng.choice(COUNT_TEXTS).format(
+            x=f"{noun_phrase(description, plural=True)} {tail}".strip()
+        )
+    text = rng.choice(EXIST_TEXTS)
+    plural, single = noun_phrase(description, plural=True), noun_phrase(description)
+    return text.format(x=f"{plural} {tail}".strip(), s=f"{single} {tail}".strip())
+
+
+# ---------------------------------------------------------------------------------------------
+# VQA samplers
+# ---------------------------------------------------------------------------------------------
+
+
+def zero_hop(function: str) -> Sampler:
+    def sample(scene: Scene, rng: random.Random) -> Sampled | None:
+        description = random_description(scene, rng, allow_empty=function == "count")
+        builder = ProgramBuilder()
+        program = _ending(builder, builder.scene(), description, function)
+        tail = "are there" if function == "count" else ""
+        return _count_or_exist(function, rng, description, tail), program
+
+    return sample
+
+
+def zero_hop_query(attribute: str) -> Sampler:
+    def sample(scene: Scene, rng: random.Random) -> Sampled | None:
+        target = rng.randrange(len(scene.objects))
+        description = unique_description(scene, target, everyone(scene), rng, exclude=[attribute])
+        if description is None:
+            return None
+        builder = ProgramBuilder()
+        builder.add(f"query_{attribute}", [builder.find_unique(description)])
+        return rng.choice(QUERY_TEXTS[attribute]).format(
+            x=noun_phrase(description)
+        ), builder.program()
+
+    return sample
+
+
+def one_hop(function: str) -> Sampler:
+    def sample(scene: Scene, rng: random.Random) -> Sampled | None:
+        hop = sample_hop(scene, rng)
+        description = hop and _outer(scene, rng, hop.pool, hop.anchor)
+        if description is None:
+            return None
+        builder = ProgramBuilder()
+        program = _ending(builder, hop.program(builder), description, function)
+        tail = f"are {hop.phrase()}" if function == "count" else hop.phrase()
+        return _count_or_exist(function, rng, description, tail), program
+
+    return sample
+
+
+def one_hop_query(attribute: str) -> Sampler:
+    def sample(scene: Scene, rng: random.Random) -> Sampled | None:
+        target = rng.randrange(len(scene.objects))
+        hop = sample_hop(scene, rng, target=target)
+        if hop is None:
+            return None
+        description = unique_description(
+            scene,
+            target,
+            hop.pool,
+            rng,
+            exclude=[attribute],
+            not_unique_in=[all_but(scene, hop.anchor)],
+        )
+        if description is None:
+            return None
+        builder = ProgramBuilder()
+        node = builder.add("unique", [builder.filters(hop.program(builder), description)])
+        builder.add(f"query_{attribute}", [node])
+        x = f"{noun_phrase(description)} that is {hop.phrase()}"
+        return rng.choice(QUERY_TEXTS[attribute]).format(x=x), builder.program()
+
+    return sample
+
+
+def two_hop(function: str) -> Sampler:
+    def sample(scene: Scene, rng: random.Random) -> Sampled | None:
+        chain = sample_chain(scene, rng)
+        description = chain and _outer(scene, rng, chain.pool, chain.middle)
+        if description is None:
+            return None
+        builder = ProgramBuilder()
+        program = _ending(builder, chain.program(builder), description, function)
+        tail = f"are {chain.phrase()}" if function == "count" else chain.phrase()
+        return _count_or_exist(function, rng, description, tail), program
+
+    return sample
+
+
+def two_hop_query(attribute: str) -> Sampler:
+    def sample(scene: Scene, rng: random.Random) -> Sampled | None:
+        target = rng.randrange(len(scene.objects))
+        chain = sample_chain(scene, rng, target=target)
+        if chain is None:
+            return None
+        description = unique_description(
+            scene,
+            target,
+            chain.pool,
+            rng,
+            exclude=[attribute],
+            not_unique_in=[all_but(scene, chain.middle)],
+        )
+        if description is None:
+            return None
+        builder = ProgramBuilder()
+        node = builder.add("unique", [builder.filters(chain.program(builder), description)])
+        builder.add(f"query_{attribute}", [node])
+        x = f"{noun_phrase(description)} that is {chain.phrase()}"
+        return rng.choice(QUERY_TEXTS[attribute]).format(x=x), builder.program()
+
+    return sample
+
+
+def same(function: str) -> Sampler:
+    def sample(scene: Scene, rng: random.Random) -> Sampled | None:
+        attribute = rng.choice(ATTRIBUTES)
+        anchor = rng.randrange(len(scene.objects))
+        anchor_description = unique_description(
+            scene, anchor, everyone(scene), rng, exclude=[attribute]
+        )
+        if anchor_description is None:
+            return None
+        description = random_description(scene, rng, exclude=[attribute], allow_empty=True)
+        builder = ProgramBuilder()
+        node = builder.add(f"same_{attribute}", [builder.find_unique(anchor_description)])
+        program = _ending(builder, node, description, function)
+        plural, single = noun_phrase(description, plural=True), noun_phrase(description)
+        tail = f"{SAME[attribute]} the {noun_phrase(anchor_description)}"
+        if function == "count":
+            text = f"How many other {plural} have {tail}?"
+        else:
+            text = rng.choice(
+                (
+                    f"Are there any other {plural} that have {tail}?",
+                    f"Is there another {single} that has {tail}?",
+                )
+            )
+        return text, program
+
+    return sample
+
+
+def same_query(attribute: str) -> Sampler:
+    def sample(scene: Scene, rng: random.Random) -> Sampled | None:
+        shared = rng.choice([a for a in ATTRIBUTES if a != attribute])
+        anchor = rng.randrange(len(scene.objects))
+        anchor_description = unique_description(
+            scene, anchor, everyone(scene), rng, exclude=[shared]
+        )
+        pool = same_set(scene, anchor, shared)
+        if anchor_description is None or not pool:
+            return None
+        target = rng.choice(sorted(pool))
+        description = unique_description(
+            scene,
+            target,
+            pool,
+            rng,
+            exclude=[attribute, shared],
+            not_unique_in=[all_but(scene, anchor)],
+        )
+        if description is None:
+            return None
+        builder = ProgramBuilder()
+        node = builder.add(f"same_{shared}", [builder.find_unique(anchor_description)])
+        node = builder.add("unique", [builder.filters(node, description)])
+        builder.add(f"query_{attribute}", [node])
+        anchor_phrase = noun_phrase(anchor_description)
+        x = f"{noun_phrase(description)} that is {SAME[shared]} the {anchor_phrase}"
+        return rng.choice(QUERY_TEXTS[attribute]).format(x=x), builder.program()
+
+    return sample
+
+
+def compare_integer(function: str) -> Sampler:
+    def sample(scene: Scene, rng: random.Random) -> Sampled | None:
+        first, second = random_description(scene, rng), random_description(scene, rng)
+        counts = [len(matching(scene, everyone(scene), d)) for d in (first, second)]
+        if first == second or counts == [0, 0]:
+            return None
+        builder = ProgramBuilder()
+        left = builder.add("count", [builder.find(first)])
+        right = builder.add("count", [builder.find(second)])
+        builder.add(function, [left, right])
+        a, b = noun_phrase(first, plural=True), noun_phrase(second, plural=True)
+        return rng.choice(COMPARE_TEXTS[function]).format(a=a, b=b), builder.program()
+
+    return sample
+
+
+def compare_attribute(attribute: str) -> Sampler:
+    def sample(scene: Scene, rng: random.Random) -> Sampled | None:
+        first, second = rng.sample(range(len(scene.objects)), 2)
+        descriptions = [
+            unique_description(scene, i, everyone(scene), rng, exclude=[attribute])
+            for i in (first, second)
+        ]
+        if None in descriptions:
+            return None
+        builder = ProgramBuilder()
+        queries = [
+            builder.add(f"query_{attribute}", [builder.find_unique(d)]) for d in descriptions
+        ]
+        builder.add(f"equal_{attribute}", queries)
+        a, b = (noun_phrase(d) for d in descriptions)
+        verb = rng.choice((f"Is the {a} {SAME[attribute]}", f"Does the {a} have {SAME[attribute]}"))
+        return f"{verb} the {b}?", builder.program()
+
+    return sample
+
+
+def both(function: str) -> Sampler:
+    """and: objects that are R1 of one anchor and R2 of another (intersect)."""
+
+    def sample(scene: Scene, rng: random.Random) -> Sampled | None:
+        hops = two_anchors(scene, rng, rng.randrange(len(scene.objects)))
+        if hops is None:
+            return None
+        pool = hops[0].pool & hops[1].pool
+        description = random_description(scene, rng, allow_empty=True)
+        result = matching(scene, pool, description)
+        if any(result == matching(scene, hop.pool, description) for hop in hops):
+            return None
+        builder = ProgramBuilder()
+        node = builder.add("intersect", [hop.program(builder) for hop in hops])
+        program = _ending(builder, node, description, function)
+        tail = f"{hops[0].phrase()} and {hops[1].phrase()}"
+        if function == "count":
+            return f"How many {noun_phrase(description, plural=True)} are both {tail}?", program
+        return f"Are there any {noun_phrase(description, plural=True)} that are {tail}?", program
+
+    return sample
+
+
+def either(scene: Scene, rng: random.Random) -> Sampled | None:
+    """or: how many things fit one description or the other (union), both branches mattering."""
+    first, second = random_description(scene, rng), random_description(scene, rng)
+    sets = [matching(scene, everyone(scene), d) for d in (first, second)]
+    if not (sets[0] - sets[1]) or not (sets[1] - sets[0]):
+        return None
+    builder = ProgramBuilder()
+    builder.add("count", [builder.add("union", [builder.find(first), builder.find(second)])])
+    a, b = noun_phrase(first, plural=True), noun_phrase(second, plural=True)
+    return rng.choice(
+        ("How many things are either {a} or {b}?", "What number of things are {a} or {b}?")
+    ).format(a=a, b=b), builder.program()

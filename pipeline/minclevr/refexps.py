@@ -1,0 +1,111 @@
+"""Referring-expression families (CLEVR-Ref): programs that end in a set of exactly one object.
+
+"the small cube that is left of the red sphere" is scene → filter_color[red] →
+filter_shape[sphere] → unique → relate[left] → filter_size[small] → filter_shape[cube]; the
+last node holds one object, whose ID-buffer box is the expression's `bbox`. The families are the
+ones SNMN's CLEVR-Ref uses: zero-hop, one-hop, same_relate, and (intersect of two relations) and
+or (union of two descriptions). As for questions, every relation must matter: the target's own
+description never already singles it out among all objects.
+"""
+
+from __future__ import annotations
+
+import random
+
+from pipeline.clevr import Scene
+from pipeline.minclevr.phrases import (
+    SAME,
+    ProgramBuilder,
+    Sampled,
+    all_but,
+    everyone,
+    matching,
+    noun_phrase,
+    random_description,
+    same_set,
+    sample_hop,
+    two_anchors,
+    unique_description,
+)
+from pipeline.minclevr.world import ATTRIBUTES
+
+
+def zero_hop(scene: Scene, rng: random.Random) -> Sampled | None:
+    target = rng.randrange(len(scene.objects))
+    description = unique_description(scene, target, everyone(scene), rng)
+    if not description:
+        return None
+    builder = ProgramBuilder()
+    builder.find(description)
+    return f"the {noun_phrase(description)}", builder.program()
+
+
+def one_hop(scene: Scene, rng: random.Random) -> Sampled | None:
+    target = rng.randrange(len(scene.objects))
+    hop = sample_hop(scene, rng, target=target)
+    if hop is None:
+        return None
+    ambiguous = [all_but(scene, hop.anchor)]
+    description = unique_description(scene, target, hop.pool, rng, not_unique_in=ambiguous)
+    if description is None:
+        return None
+    builder = ProgramBuilder()
+    builder.filters(hop.program(builder), description)
+    return f"the {noun_phrase(description)} that is {hop.phrase()}", builder.program()
+
+
+def same_relate(scene: Scene, rng: random.Random) -> Sampled | None:
+    attribute = rng.choice(ATTRIBUTES)
+    anchor = rng.randrange(len(scene.objects))
+    anchor_description = unique_description(
+        scene, anchor, everyone(scene), rng, exclude=[attribute]
+    )
+    pool = same_set(scene, anchor, attribute)
+    if anchor_description is None or not pool:
+        return None
+    target = rng.choice(sorted(pool))
+    description = unique_description(
+        scene, target, pool, rng, exclude=[attribute], not_unique_in=[all_but(scene, anchor)]
+    )
+    if description is None:
+        return None
+    builder = ProgramBuilder()
+    node = builder.add(f"same_{attribute}", [builder.find_unique(anchor_description)])
+    builder.filters(node, description)
+    anchor_phrase = noun_phrase(anchor_description)
+    return (
+        f"the {noun_phrase(description)} that is {SAME[attribute]} the {anchor_phrase}",
+        builder.program(),
+    )
+
+
+def both(scene: Scene, rng: random.Random) -> Sampled | None:
+    target = rng.randrange(len(scene.objects))
+    hops = two_anchors(scene, rng, target)
+    if hops is None:
+        return None
+    pool = hops[0].pool & hops[1].pool
+    ambiguous = [hop.pool for hop in hops]  # both relations are needed
+    description = unique_description(scene, target, pool, rng, not_unique_in=ambiguous)
+    if description is None:
+        return None
+    builder = ProgramBuilder()
+    node = builder.add("intersect", [hop.program(builder) for hop in hops])
+    builder.filters(node, description)
+    text = f"the {noun_phrase(description)} that is {hops[0].phrase()} and {hops[1].phrase()}"
+    return text, builder.program()
+
+
+def either(scene: Scene, rng: random.Random) -> Sampled | None:
+    """The one object fitting description A, or B where B fits nothing else (maybe nothing)."""
+    target = rng.randrange(len(scene.objects))
+    first = unique_description(scene, target, everyone(scene), rng)
+    second = random_description(scene, rng)
+    if not first or first == second or not matching(scene, everyone(scene), second) <= {target}:
+        return None
+    if rng.random() < 0.5:
+        first, second = second, first
+    builder = ProgramBuilder()
+    builder.add("union", [builder.find(first), builder.find(second)])
+    text = f"the thing that is either a {noun_phrase(first)} or a {noun_phrase(second)}"
+    return text, builder.program()
