@@ -5,7 +5,7 @@ setup:
 	bash scripts/setup.sh
 
 repro: setup
-	.venv/bin/dvc repro
+	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/dvc repro
 
 test: setup
 	bash scripts/test.sh

@@ -29,6 +29,8 @@ RAY_ENVIRONMENT = {
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1",
     "RAY_DEDUP_LOGS": "0",
+    # Busy-waiting OpenMP threads slow torch several times over on a shared CPU.
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 

@@ -8,6 +8,7 @@ run; other params or other data start a fresh run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -42,15 +43,26 @@ def run_name(config: Config) -> str:
     return f"snmn-{config.model.task}-{digest.hexdigest()[:10]}"
 
 
+def with_absolute_paths(config: Config, project_dir: str | Path) -> Config:
+    """Ray workers run in another working directory: give them absolute data and output paths."""
+    train = config.train
+    absolute = {
+        name: str((Path(project_dir) / getattr(train, name)).resolve())
+        for name in ("tokens_dir", "features_dir", "output_dir", "runs_dir")
+    }
+    return dataclasses.replace(config, train=dataclasses.replace(train, **absolute))
+
+
 def train(config: Config, project_dir: str | Path = ".") -> dict[str, Any]:
     """Train through Ray Train (local Ray or the cluster at train.ray_address); last metrics."""
     name = run_name(config)
+    config = with_absolute_paths(config, project_dir)
     run_folder = Path(config.train.runs_dir).resolve() / name
     tracking_uri = resolve_tracking_uri(config.train.mlflow_tracking_uri, project_dir)
     run_id_file = run_folder / RUN_ID_FILE
     if run_id_file.is_file():
         run_id = run_id_file.read_text().strip()
-        print(f"[train] resuming run {name} (MLflow run {run_id})", file=sys.stderr)
+        print(f"[train] continuing run {name} (MLflow run {run_id})", file=sys.stderr)
     else:
         run_id = start_run(
             tracking_uri,

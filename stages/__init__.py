@@ -1,1 +1,1 @@
-"""Thin adapters that DVC (and people) call: parse options, build Config, call one pipeline function."""
+"""Thin adapters that DVC (and people) call: parse options, build Config, call one pipeline step."""

@@ -15,25 +15,31 @@ import click
 from pipeline.clevr import DataError
 from pipeline.config import ConfigError
 
-# sub-command name → module under stages/ that defines `command`
-STAGES: dict[str, str] = {
-    "generate": "stages.generate",
-    "tokenize": "stages.tokenize_questions",
-    "extract": "stages.extract_features",
-    "train": "stages.train",
-    "submit": "stages.submit",
+# sub-command name → (module under stages/ that defines `command`, one-line help for `snmn --help`)
+STAGES: dict[str, tuple[str, str]] = {
+    "generate": ("stages.generate", "Render mini-CLEVR: images, scenes, questions, CLEVR-Ref."),
+    "tokenize": ("stages.tokenize_questions", "Questions → token ids, answers, expert layouts."),
+    "extract": ("stages.extract_features", "ResNet conv4 features into sharded HDF5."),
+    "train": ("stages.train", "Train SNMN with Ray Train DDP (resumes a killed run)."),
+    "submit": ("stages.submit", "Send the training to a Ray cluster as a job."),
 }
 
 
 class StageGroup(click.Group):
-    """A click group whose sub-commands are imported on first use."""
+    """A click group whose sub-commands are imported on first use (torch loads only then)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(STAGES)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        module = STAGES.get(name)
-        return None if module is None else importlib.import_module(module).command
+        if name not in STAGES:
+            return None
+        return importlib.import_module(STAGES[name][0]).command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """`snmn --help` lists the stages from STAGES, without importing them."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short_help) for name, (_, short_help) in STAGES.items()])
 
 
 @click.group(cls=StageGroup, context_settings={"help_option_names": ["-h", "--help"]})

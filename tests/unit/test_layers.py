@@ -25,7 +25,8 @@ def test_snmn_imports_only_torch_numpy_and_stdlib():
         bad = {
             root
             for root in imported_roots(path)
-            if root not in ALLOWED_IN_SNMN and root not in sys.stdlib_module_names
+            if root not in ALLOWED_IN_SNMN
+            and root not in sys.stdlib_module_names
             and root != "__future__"
         }
         if bad:
