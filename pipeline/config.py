@@ -306,6 +306,8 @@ class Config:
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def fingerprint(self) -> str:
         """Short stable hash of every value: equal configs, equal fingerprints."""

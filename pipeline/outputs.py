@@ -36,6 +36,7 @@ def write_training_outputs(
     ema_model: SNMN,
     history: list[dict[str, float]],
     tracker: Tracker,
+    tracking: dict[str, str],
 ) -> None:
     """model.pt, train_metrics.json and train_curve.csv in train.output_dir, and to MLflow."""
     output = Path(config.train.output_dir)
@@ -48,6 +49,7 @@ def write_training_outputs(
         "answer_words": list(Vocabulary.load(tokens / "vocab_answer.json").words),
         "config": to_dict(config),
         "fingerprint": config.fingerprint(),
+        "mlflow": dict(tracking),  # tracking_uri and run_id of the training, when tracked
     }
     write_atomic(output / MODEL_FILE, lambda temporary: torch.save(payload, temporary))
     final = dict(history[-1]) if history else {}

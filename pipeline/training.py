@@ -283,7 +283,7 @@ def train_loop(
     if is_chief:
         from pipeline.outputs import write_training_outputs
 
-        write_training_outputs(config, model_config, ema.average, history, tracker)
+        write_training_outputs(config, model_config, ema.average, history, tracker, tracking)
     return metrics
 
 

@@ -64,10 +64,10 @@ def program_to_layout(program: Sequence[tuple[str, Sequence[int]]]) -> list[str]
     ...                    ("unique", (2,)), ("query_color", (3,))])
     ['Find', 'DescribeOne']
     """
-    functions, inputs = _pruned(program)
-    root = _root(functions, inputs)
+    functions, inputs = pruned_program(program)
+    root = find_root(functions, inputs)
     layout: list[str] = []
-    for i in _post_order(root, inputs):
+    for i in post_order(root, inputs):
         function = functions[i]
         if function is None:
             raise LayoutError(f"program node {i}: pruned into a comparison but read elsewhere")
@@ -96,7 +96,7 @@ def expert_layout(program: Sequence[tuple[str, Sequence[int]]], num_steps: int) 
     return pad_layout(program_to_layout(program), num_steps)
 
 
-def _pruned(
+def pruned_program(
     program: Sequence[tuple[str, Sequence[int]]],
 ) -> tuple[list[str | None], list[list[int]]]:
     """Functions and inputs with each count/query_* input of a comparison bypassed.
@@ -128,7 +128,7 @@ def _pruned(
     return functions, inputs
 
 
-def _root(functions: list[str | None], inputs: list[list[int]]) -> int:
+def find_root(functions: list[str | None], inputs: list[list[int]]) -> int:
     """The node no other node reads; among several, those that are not `scene`."""
     read = set()
     for function, node_inputs in zip(functions, inputs, strict=True):
@@ -142,7 +142,7 @@ def _root(functions: list[str | None], inputs: list[list[int]]) -> int:
     return roots[0]
 
 
-def _post_order(root: int, inputs: list[list[int]]) -> list[int]:
+def post_order(root: int, inputs: list[list[int]]) -> list[int]:
     """Nodes in post-order from `root` (inputs in order, then the node); shared nodes repeat."""
     order: list[int] = []
     stack: list[tuple[int, int]] = [(root, 0)]  # (node, next input to visit)

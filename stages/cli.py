@@ -22,6 +22,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "extract": ("stages.extract_features", "ResNet conv4 features into sharded HDF5."),
     "train": ("stages.train", "Train SNMN with Ray Train DDP (resumes a killed run)."),
     "submit": ("stages.submit", "Send the training to a Ray cluster as a job."),
+    "evaluate": ("stages.evaluate", "Accuracy per type, layouts, faithfulness, vs the paper."),
+    "visualize": ("stages.report", "Step-by-step HTML report of the reasoning, and plots."),
 }
 
 
