@@ -4,7 +4,8 @@
 setup:
 	bash scripts/setup.sh
 
-repro: setup
+repro:
+	SNMN_SKIP_BROWSER=1 bash scripts/setup.sh
 	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/dvc repro
 
 test: setup

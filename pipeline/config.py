@@ -119,7 +119,9 @@ class PretrainConfig:
     min_coverage: float = 0.25  # a cell shows the object covering at least this much of it
     max_images: int = 0  # 0 = every train image
     holdout_images: int = 100  # last train images, never trained on: the held-out accuracy
-    precision: Literal["bfloat16", "float32"] = "bfloat16"  # CPU autocast: ~2x faster (AVX-512)
+    precision: Literal["bfloat16", "float32"] = "bfloat16"  # autocast; ~2x faster on AVX-512
+    flip: bool = True  # mirror half the images left-right (with their label maps) each epoch
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     log_every: int = 10  # steps per row of the training curve
     torch_threads: int = 0  # 0 = every available core
     seed: int = 0
@@ -308,6 +310,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def fingerprint(self) -> str:
         """Short stable hash of every value: equal configs, equal fingerprints."""

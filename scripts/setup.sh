@@ -23,6 +23,16 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "$want" >"$stamp"
 fi
 
+# The demo's browser test drives Debian's chromium through chromedriver (root on Debian/Ubuntu).
+if [ "${SNMN_SKIP_BROWSER:-0}" != 1 ] && ! command -v chromedriver >/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        echo "setup: installing chromium and chromium-driver (apt-get)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "setup: chromium/chromedriver missing: install them for the demo's browser test" >&2
+    fi
+fi
+
 # DVC needs a git repository; a fresh clone is one, a downloaded tarball is not.
 if [ ! -d .git ]; then
     git init -q && git add -A && git -c user.name=snmn -c user.email=snmn@localhost commit -qm "snapshot"

@@ -24,6 +24,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "submit": ("stages.submit", "Send the training to a Ray cluster as a job."),
     "evaluate": ("stages.evaluate", "Accuracy per type, layouts, faithfulness, vs the paper."),
     "visualize": ("stages.report", "Step-by-step HTML report of the reasoning, and plots."),
+    "serve": ("stages.serve", "Web demo: ask SNMN about an image, watch each step."),
 }
 
 

@@ -1,0 +1,481 @@
+"""What the demo computes: SNMN's answer to one question about one image, and how it got there.
+
+Asked "What color is the large rubber thing?" about CLEVR_val_000007.png, the service reads that
+image's features from the split's shards (for an uploaded PNG it runs the very backbone that
+extracted them, checked against the manifest's weight digest), runs the EMA model once and
+returns the trace: for every step whose module is not NoOp, the module and its probability, the
+question words weighted by that step's text attention, the attention map on top of the stack
+(softmax over the H×W cells) and the stack depth; then the answer (VQA) and/or the box
+(CLEVR-Ref). A word the training questions never used is read as <unk> and marked unknown.
+
+A model comes from a model.pt path or an MLflow URI (runs:/<run id>[/<artifact>.pt],
+models:/<name>/<version>, models:/<name>@<alias>, models:/<logged model id>); only the model.pt
+file is ever read, with weights_only=True, never a pickled MLflow model. Torch work runs one
+request at a time behind a lock with a bounded number of intra-op threads.
+
+Shape legend: T steps, S question words, M modules, H×W grid, A answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import BaseModel
+
+from pipeline.backbone import build_backbone, state_digest
+from pipeline.clevr import DataError
+from pipeline.config import ConfigError, ServeConfig
+from pipeline.features import CALIBRATION_FILE, Extractor
+from pipeline.images import image_name, load_image
+from pipeline.outputs import MODEL_FILE, load_trained_model
+from pipeline.shards import FeatureStore, manifest_path
+from pipeline.tables import read_parquet
+from pipeline.text import SPECIAL_TOKENS, UNK_ID, Vocabulary, tokenize_text
+from snmn.boxes import BoxGrid, predict_boxes
+from snmn.layout import MODULE_NAMES, NOOP
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MIN_IMAGE_SIDE = 16
+MLFLOW_MODEL_ARTIFACT = f"training/{MODEL_FILE}"  # where write_training_outputs logs model.pt
+UPLOAD_CACHE_SIZE = 16  # features of recently uploaded PNGs, by sha256 of their bytes
+SUGGESTIONS_PER_IMAGE = 10
+TOP_ANSWERS = 5
+
+
+class DemoError(Exception):
+    """A request the demo cannot answer; `status` is the HTTP status it maps to."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# ---------------------------------------------------------------------------------------------
+# What a request gets back (also the OpenAPI schema)
+# ---------------------------------------------------------------------------------------------
+
+
+class Word(BaseModel):
+    text: str
+    known: bool  # False: not in the training vocabulary; the model read <unk>
+
+
+class Score(BaseModel):
+    name: str
+    probability: float
+
+
+class Step(BaseModel):
+    step: int  # 1..T
+    module: str  # the controller's most likely module at this step
+    probability: float
+    modules: list[Score]  # the three most likely modules
+    word_attention: list[float]  # [S] text attention over the question words
+    attention: list[list[float]]  # [H][W] softmax of the top of the stack, sums to 1
+    stack_depth: int  # stack pointer after the step (0 = empty)
+
+
+class Box(BaseModel):
+    """Pixels of the image asked about, +1 pixel convention (x2 = x + width - 1); the model's
+    box with its corners ordered and clipped to the image, so that it can be drawn."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+class Reasoning(BaseModel):
+    question: str
+    words: list[Word]
+    unknown_words: list[str]
+    answer: str | None  # VQA models
+    top_answers: list[Score]
+    box: Box | None  # CLEVR-Ref models
+    steps: list[Step]  # NoOp steps left out (all steps if every one is NoOp)
+    folded_steps: list[int]  # the steps left out
+    image_width: int
+    image_height: int
+    seconds: float  # inference time (features + model)
+
+
+# ---------------------------------------------------------------------------------------------
+# The service
+# ---------------------------------------------------------------------------------------------
+
+
+class DemoService:
+    """The model, the split's images and features, and the upload backbone; `ask*` answer."""
+
+    def __init__(self, settings: ServeConfig, tracking_uri: str = "") -> None:
+        torch.set_num_threads(settings.torch_threads)
+        self.settings = settings
+        self.device = _device(settings.device)
+        self._downloads = tempfile.TemporaryDirectory(prefix="snmn-serve-")
+        path = resolve_model_file(settings.model, tracking_uri, Path(self._downloads.name))
+        self.model, payload = load_trained_model(path, str(self.device))
+        self.words = Vocabulary(tuple(payload["question_words"]), SPECIAL_TOKENS)
+        self.answers = list(payload["answer_words"])
+        self.fingerprint = str(payload.get("fingerprint", ""))
+        uri = settings.model.startswith(("runs:/", "models:/"))
+        self.model_source = settings.model if uri else Path(settings.model).name  # no server paths
+        self.store = FeatureStore(manifest_path(settings.features_dir, settings.split))
+        self._check_grid()
+        self.images = Path(settings.images_dir) / settings.split
+        self.suggestions = suggested_questions(settings.tokens_dir, settings.split)
+        self.upload_problem = ""
+        self.encoder: Extractor | None = None
+        try:
+            backbone = rebuild_backbone(Path(settings.features_dir), self.store.manifest)
+            self.encoder = Extractor(backbone, self.device, self.store.manifest["dtype"], 1)
+        except (ConfigError, DataError) as error:
+            self.upload_problem = f"uploads are off: {error}"
+        self._lock = threading.Lock()
+        # sha256 of a PNG → (its features [H, W, C], its (width, height)), most recent last
+        self._uploads: OrderedDict[str, tuple[np.ndarray, tuple[int, int]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def info(self) -> dict[str, Any]:
+        config, manifest = self.model.config, self.store.manifest
+        return {
+            "model": {
+                "source": self.model_source,
+                "fingerprint": self.fingerprint,
+                "task": config.task,
+                "steps": config.num_steps,
+                "grid": [config.feature_height, config.feature_width],
+                "words": len(self.words),
+                "answers": len(self.answers),
+                "modules": list(MODULE_NAMES),
+            },
+            "images": {"split": self.settings.split, "count": len(self)},
+            "features": {
+                "backbone": manifest["backbone"],
+                "weights": manifest["weights_description"],
+                "pretrained": bool(manifest["pretrained"]),
+                "input_size": manifest["input_size"],
+            },
+            "uploads": {
+                "enabled": self.encoder is not None,
+                "problem": self.upload_problem,
+                "max_bytes": self.settings.max_upload_bytes,
+                "max_side": self.settings.max_image_side,
+            },
+            "max_question_chars": self.settings.max_question_chars,
+        }
+
+    def image_path(self, image_id: int) -> Path:
+        """The PNG of image `image_id` of the split (the id is checked, never a request path)."""
+        self._check_id(image_id)
+        path = self.images / image_name(self.settings.split, image_id)
+        if not path.is_file():
+            raise DemoError(404, f"image {image_id}: its PNG is missing from the image set")
+        return path
+
+    def questions(self, image_id: int) -> list[str]:
+        self._check_id(image_id)
+        return self.suggestions.get(image_id, [])
+
+    def ask(self, image_id: int, question: str) -> Reasoning:
+        """The reasoning for `question` about image `image_id` of the split."""
+        self.check_question(question)
+        path = self.image_path(image_id)
+        with Image.open(path) as image:
+            width, height = image.size
+        with self._lock:
+            started = time.perf_counter()
+            features = np.asarray(self.store[image_id], dtype=np.float32)  # [H, W, C]
+            return self._reason(question, features, width, height, started)
+
+    def ask_upload(self, data: bytes, question: str) -> Reasoning:
+        """The reasoning for `question` about an uploaded PNG (features extracted here).
+
+        Decoding runs under the lock too, so at most one decoded image is in memory."""
+        self.check_question(question)
+        if self.encoder is None:
+            raise DemoError(400, self.upload_problem)
+        key = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            started = time.perf_counter()
+            if key not in self._uploads:
+                height, width = self.store.manifest["input_size"]
+                pixels, size = decode_png(data, height, width, self.settings)
+                batch = torch.from_numpy(pixels)[None]  # [1, height, width, 3] uint8
+                features = self.encoder(batch, "uploaded PNG")[0].astype(np.float32)
+                self._uploads[key] = (features, size)
+                while len(self._uploads) > UPLOAD_CACHE_SIZE:
+                    self._uploads.popitem(last=False)
+            self._uploads.move_to_end(key)
+            features, (image_width, image_height) = self._uploads[key]
+            return self._reason(question, features, image_width, image_height, started)
+
+    def check_question(self, question: str) -> list[str]:
+        """The question's words; DemoError 422 when it is empty or too long."""
+        limit = self.settings.max_question_chars
+        if len(question) > limit:
+            raise DemoError(422, f"question: {len(question)} characters, at most {limit} allowed")
+        words = tokenize_text(question)
+        if not words:
+            raise DemoError(422, "question: empty; type a question about the image")
+        return words
+
+    # -----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _reason(
+        self, question: str, features: np.ndarray, width: int, height: int, started: float
+    ) -> Reasoning:
+        words = self.check_question(question)
+        ids = self.words.encode(words)
+        tokens = torch.tensor([ids], device=self.device)  # [1, S]
+        lengths = torch.tensor([len(ids)], device=self.device)
+        output = self.model(tokens, lengths, torch.from_numpy(features)[None].to(self.device))
+        config = self.model.config
+        weights = output.module_weights[0].float().cpu()  # [T, M]
+        attention = output.top_attention[0].flatten(1).float().softmax(dim=1)  # [T, H·W]
+        attention = attention.view(-1, config.feature_height, config.feature_width).cpu()
+        depths = output.stack_pointers[0].argmax(dim=1).cpu()  # [T]
+        text = output.text_attention[0].float().cpu()  # [T, S]
+        chosen = weights.argmax(dim=1)  # [T]
+        shown = [t for t in range(config.num_steps) if int(chosen[t]) != NOOP]
+        shown = shown or list(range(config.num_steps))
+        steps = [
+            Step(
+                step=t + 1,
+                module=MODULE_NAMES[int(chosen[t])],
+                probability=_round(weights[t, chosen[t]]),
+                modules=_top(weights[t], MODULE_NAMES, 3),
+                word_attention=[_round(v) for v in text[t]],
+                attention=[[_round(v) for v in row] for row in attention[t]],
+                stack_depth=int(depths[t]),
+            )
+            for t in shown
+        ]
+        answer, top_answers, box = None, [], None
+        if output.answer_logits is not None:
+            probabilities = output.answer_logits[0].float().softmax(dim=0).cpu()  # [A]
+            top_answers = _top(probabilities, self.answers, TOP_ANSWERS)
+            answer = top_answers[0].name
+        if output.cell_scores is not None:
+            grid = BoxGrid(config.feature_height, config.feature_width, height, width)
+            box = _inside(predict_boxes(output.cell_scores, output.box_offsets, grid)[0], grid)
+        marked = [Word(text=w, known=i != UNK_ID) for w, i in zip(words, ids, strict=True)]
+        return Reasoning(
+            question=question,
+            words=marked,
+            unknown_words=[word.text for word in marked if not word.known],
+            answer=answer,
+            top_answers=top_answers,
+            box=box,
+            steps=steps,
+            folded_steps=[t + 1 for t in range(config.num_steps) if t not in shown],
+            image_width=width,
+            image_height=height,
+            seconds=round(time.perf_counter() - started, 4),
+        )
+
+    def _check_id(self, image_id: int) -> None:
+        if not 0 <= image_id < len(self.store):
+            raise DemoError(
+                404,
+                f"image {image_id} not found: split {self.settings.split!r} has images "
+                f"0..{len(self.store) - 1}",
+            )
+
+    def _check_grid(self) -> None:
+        config = self.model.config
+        expected = [config.feature_height, config.feature_width, config.feature_dim]
+        if list(self.store.shape) != expected:
+            raise ConfigError(
+                f"serve: the model reads features {expected} but {self.store.manifest_path} "
+                f"holds {list(self.store.shape)}: serve the split the model was trained for"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: the model file, the backbone of uploads, suggested questions, an uploaded PNG
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_model_file(model: str, tracking_uri: str, download_dir: Path) -> Path:
+    """A local model.pt for `model`: the path itself, or the file downloaded from MLflow."""
+    if not model.startswith(("runs:/", "models:/")):
+        path = Path(model)
+        if not path.is_file():
+            raise ConfigError(
+                f"serve.model: {path}: model file not found (run `snmn train`, or give an MLflow "
+                f"URI runs:/<run id> or models:/<name>/<version>)"
+            )
+        return path
+    if model.startswith("runs:/"):
+        run_id, _, artifact = model.removeprefix("runs:/").partition("/")
+        artifact = artifact or MLFLOW_MODEL_ARTIFACT
+    else:
+        run_id, artifact = _registered_run(model, tracking_uri), MLFLOW_MODEL_ARTIFACT
+    if not run_id or not artifact.endswith(".pt"):
+        raise ConfigError(
+            f"serve.model: {model}: expected runs:/<run id> or runs:/<run id>/<file>.pt (the demo "
+            f"reads only model.pt files, which load without unpickling code)"
+        )
+    import mlflow.artifacts
+
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=artifact,
+            dst_path=str(download_dir),
+            tracking_uri=tracking_uri,
+        )
+    except Exception as error:  # MlflowException, OSError: all mean "not there"
+        raise ConfigError(
+            f"serve.model: cannot get {artifact} of MLflow run {run_id} from {tracking_uri}: "
+            f"{_first_line(error)}"
+        ) from None
+    return Path(local)
+
+
+def _registered_run(model: str, tracking_uri: str) -> str:
+    """The run that logged the model of models:/<name>/<version|latest>, @<alias> or /<m-id>."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    reference = model.removeprefix("models:/")
+    try:
+        if "@" in reference:
+            name, alias = reference.split("@", 1)
+            return client.get_model_version_by_alias(name, alias).run_id
+        if "/" in reference:
+            name, version = reference.split("/", 1)
+            if version == "latest":
+                found = client.search_model_versions(f"name = '{name}'")
+                version = str(max(int(v.version) for v in found)) if found else "latest"
+            return client.get_model_version(name, version).run_id
+        return client.get_logged_model(reference).source_run_id
+    except Exception as error:
+        raise ConfigError(
+            f"serve.model: {model}: not found in MLflow at {tracking_uri}: {_first_line(error)}"
+        ) from None
+
+
+def rebuild_backbone(features_dir: Path, manifest: dict[str, Any]):
+    """The backbone that extracted `manifest`'s features; ConfigError/DataError if it differs.
+
+    Random weights follow from the seed saved with the calibrated BatchNorm statistics next to
+    the features; every case ends with the weight digest compared to the manifest's."""
+    weights = manifest["weights"]
+    if weights == "random":
+        path = features_dir / CALIBRATION_FILE
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            seed, statistics = int(saved["meta"]["seed"]), saved["state"]
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError) as error:
+            reason = _first_line(error)
+            raise DataError(f"{path}: cannot read the calibrated backbone: {reason}") from None
+        backbone, _ = build_backbone(manifest["backbone"], "random", seed)
+        backbone.trunk.load_state_dict(statistics, strict=False)
+    else:
+        backbone, _ = build_backbone(manifest["backbone"], weights, seed=0)
+    if state_digest(backbone) != manifest["weights_sha256"]:
+        raise DataError(
+            f"the backbone rebuilt from {weights!r} differs from the one that extracted the "
+            f"features (weight digest mismatch)"
+        )
+    return backbone
+
+
+def suggested_questions(tokens_dir: str | Path, split: str) -> dict[int, list[str]]:
+    """image index → the split's questions about it (none when the table is missing)."""
+    path = Path(tokens_dir) / f"{split}.parquet"
+    if not path.is_file():
+        return {}
+    table = read_parquet(path, columns=["image_index", "question"])
+    questions: dict[int, list[str]] = {}
+    for index, text in zip(
+        table["image_index"].to_pylist(), table["question"].to_pylist(), strict=True
+    ):
+        chosen = questions.setdefault(int(index), [])
+        if len(chosen) < SUGGESTIONS_PER_IMAGE and text not in chosen:
+            chosen.append(text)
+    return questions
+
+
+class _Upload(io.BytesIO):
+    """Bytes of an uploaded PNG that name themselves so in load_image's error messages."""
+
+    def __str__(self) -> str:
+        return "uploaded PNG"
+
+    __repr__ = __str__
+
+
+def decode_png(
+    data: bytes, height: int, width: int, settings: ServeConfig
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """(RGB uint8 [height, width, 3] as extraction makes it, the PNG's own (width, height))."""
+    if not data:
+        raise DemoError(400, "upload: the body is empty; send the PNG file's bytes")
+    if not data.startswith(PNG_SIGNATURE):
+        raise DemoError(415, "upload: not a PNG file (it does not start with the PNG signature)")
+    try:
+        with Image.open(_Upload(data)) as image:  # reads the header only
+            size = image.size
+    except Exception as error:  # Pillow raises many kinds, DecompressionBombError included
+        raise DemoError(400, f"upload: cannot read the PNG header: {_first_line(error)}") from None
+    side = settings.max_image_side
+    if not all(MIN_IMAGE_SIDE <= s <= side for s in size):
+        raise DemoError(
+            400,
+            f"upload: image is {size[0]}×{size[1]} pixels; each side must be "
+            f"{MIN_IMAGE_SIDE}..{side}",
+        )
+    try:
+        pixels = load_image(_Upload(data), height, width)  # [height, width, 3]
+    except DataError as error:
+        raise DemoError(400, str(error)) from None
+    return pixels, size
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("serve.device: 'cuda' requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def _inside(box: torch.Tensor, grid: BoxGrid) -> Box:
+    """The predicted box [x, y, w, h] with its corners ordered and clipped to the image."""
+    x, y, w, h = box.tolist()
+    x1, x2 = (min(max(v, 0.0), grid.image_width - 1.0) for v in sorted((x, x + w - 1)))
+    y1, y2 = (min(max(v, 0.0), grid.image_height - 1.0) for v in sorted((y, y + h - 1)))
+    return Box(
+        x=round(x1, 1), y=round(y1, 1), width=round(x2 - x1 + 1, 1), height=round(y2 - y1 + 1, 1)
+    )
+
+
+def _top(probabilities: torch.Tensor, names: list[str] | tuple[str, ...], k: int) -> list[Score]:
+    values, indices = probabilities.topk(min(k, len(names)))
+    return [
+        Score(name=names[int(i)], probability=_round(v))
+        for v, i in zip(values, indices, strict=True)
+    ]
+
+
+def _round(value: torch.Tensor | float) -> float:
+    return round(float(value), 4)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]

@@ -1,0 +1,325 @@
+"""`snmn serve`: a web page and a JSON API that show SNMN reasoning, step by step.
+
+Pick CLEVR_val_000007.png (or upload a PNG), ask "What color is the large rubber thing?" and the
+page shows the answer and, for every step, the module chosen (Find 0.97), the question words it
+attended to, the attention map laid over the image and the stack depth. The page (demo_static/:
+plain HTML, CSS and JS, nothing fetched from outside) only calls the JSON API below, which
+FastAPI documents at /openapi.json:
+
+    GET  /api/info                      model, image set, limits
+    GET  /api/images?offset=&limit=     image ids, their URLs and suggested questions
+    GET  /api/images/{id}               the PNG of image {id} (an integer checked against the split)
+    POST /api/ask                       {"image_id": 7, "question": "..."} → the reasoning
+    POST /api/ask/upload?question=...   body: the PNG bytes (Content-Type image/png) → the same
+
+Safety: a request body is counted as it arrives and refused with 413 past its route's limit;
+uploads are checked for type, signature, decodability and size; image ids are integers, so no
+path from a request reaches the file system; every error is JSON {"error", "status"} with its
+status code, and the server goes on serving. Torch work is serialised by the service's lock;
+uvicorn refuses connections beyond `max_connections` with 503.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pipeline.config import ServeConfig, from_dict
+from pipeline.demo_service import DemoError, DemoService, Reasoning
+
+STATIC = Path(__file__).with_name("demo_static")
+JSON_BODY_LIMIT = 64 * 1024  # bytes of a JSON request (a 1,000-character question is ~1 KB)
+UPLOAD_ROUTE = "/api/ask/upload"
+PAGE_SIZE_MAX = 100
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
+        b"base-uri 'none'; frame-ancestors 'none'",
+    ),
+]
+
+
+class Question(BaseModel):
+    image_id: int  # index of the image in the served split
+    question: str
+
+
+class ImageEntry(BaseModel):
+    id: int
+    url: str
+    questions: list[str]  # suggested: the split's questions about this image
+
+
+class ImagePage(BaseModel):
+    total: int
+    offset: int
+    images: list[ImageEntry]
+
+
+def create_app(service: DemoService) -> FastAPI:
+    """The FastAPI app over a loaded DemoService."""
+    settings = service.settings
+    app = FastAPI(
+        title="SNMN demo",
+        description="Stack Neural Module Networks on CLEVR: answers with their reasoning steps.",
+        version="1",
+        docs_url=None,  # the Swagger page loads scripts from a CDN; /openapi.json is enough
+        redoc_url=None,
+    )
+    app.add_middleware(BodyLimit, limits={UPLOAD_ROUTE: settings.max_upload_bytes})
+    app.add_middleware(SecurityHeaders)
+    _add_error_handlers(app)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/api/info")
+    def info() -> dict[str, Any]:
+        """The model, the image set and the request limits."""
+        return service.info()
+
+    @app.get("/api/images", response_model=ImagePage)
+    def images(
+        offset: int = Query(0, ge=0), limit: int = Query(24, ge=1, le=PAGE_SIZE_MAX)
+    ) -> ImagePage:
+        """A page of the split's images with their suggested questions."""
+        ids = range(offset, min(offset + limit, len(service)))
+        entries = [
+            ImageEntry(id=i, url=f"/api/images/{i}", questions=service.questions(i)) for i in ids
+        ]
+        return ImagePage(total=len(service), offset=offset, images=entries)
+
+    @app.get(
+        "/api/images/{image_id}",
+        response_class=FileResponse,
+        responses={200: {"content": {"image/png": {}}}},
+    )
+    def image(image_id: int) -> FileResponse:
+        """The PNG of one image of the split."""
+        return FileResponse(service.image_path(image_id), media_type="image/png")
+
+    @app.post("/api/ask", response_model=Reasoning)
+    def ask(request: Question) -> Reasoning:
+        """SNMN's answer to a question about an image of the split, step by step."""
+        return service.ask(request.image_id, request.question)
+
+    @app.post(
+        UPLOAD_ROUTE,
+        response_model=Reasoning,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        },
+    )
+    async def ask_upload(request: Request, question: str = Query(...)) -> Reasoning:
+        """The same for an uploaded PNG (the body), its features extracted on the fly."""
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "image/png":
+            raise DemoError(415, f"upload: Content-Type must be image/png, got {media_type!r}")
+        service.check_question(question)
+        data = await request.body()  # 413 past max_upload_bytes, while reading
+        return await run_in_threadpool(service.ask_upload, data, question)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def serve(settings: ServeConfig, tracking_uri: str = "", access_log: bool = True) -> None:
+    """Load the model and the image set, then serve until interrupted."""
+    import uvicorn
+
+    service = DemoService(settings, tracking_uri)
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"serve: listening on {settings.host}: anyone who reaches this machine can use the "
+            f"demo (there is no authentication)",
+            file=sys.stderr,
+        )
+    print(f"serve: http://{settings.host}:{settings.port}/ ({len(service)} images)", flush=True)
+    uvicorn.run(
+        create_app(service),
+        host=settings.host,
+        port=settings.port,
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=5,
+        server_header=False,
+        access_log=access_log,
+        log_level="info" if access_log else "warning",
+    )
+
+
+@contextmanager
+def server_process(
+    settings: ServeConfig, log_path: Path, tracking_uri: str = "", timeout_s: float = 180.0
+) -> Iterator[str]:
+    """The demo in a child process (`python -m pipeline.serve`, the same `serve()`), for tests
+    and benchmarks: yields its URL once /api/info answers, stops the process afterwards."""
+    url = f"http://{settings.host}:{settings.port}"
+    settings_json = json.dumps(dataclasses.asdict(settings))
+    command = [sys.executable, "-m", "pipeline.serve", settings_json, tracking_uri]
+    repo = Path(__file__).resolve().parents[1]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=repo, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _answers(f"{url}/api/info"):
+            if process.poll() is not None:
+                problem = f"exited with code {process.returncode}"
+            elif time.monotonic() > deadline:
+                problem = f"did not answer in {timeout_s:.0f} s"
+            else:
+                time.sleep(0.5)
+                continue
+            raise RuntimeError(f"the demo server {problem}; its log:\n{log_path.read_text()}")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: one JSON shape, {"error": "...", "status": 404}
+# ---------------------------------------------------------------------------------------------
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DemoError)
+    async def demo_error(request: Request, error: DemoError) -> JSONResponse:
+        return error_response(error.status, str(error))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        message = str(error.detail)
+        if error.status_code == 404 and message == "Not Found":
+            message = f"{request.method} {request.url.path}: no such page or API route"
+        return error_response(error.status_code, message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0]
+        if first["type"] == "json_invalid":
+            reason = first.get("ctx", {}).get("error", "")
+            return error_response(422, f"request body: not valid JSON ({reason})")
+        if tuple(first["loc"]) == ("body",):
+            return error_response(
+                422,
+                "request body: expected a JSON object with image_id and question, sent as "
+                "Content-Type application/json",
+            )
+        where = ".".join(str(part) for part in first["loc"] if part not in ("body", "query"))
+        given = first.get("input")
+        shown = f" (got {json.dumps(given)[:60]})" if isinstance(given, (str, int)) else ""
+        return error_response(422, f"{where or 'request body'}: {first['msg']}{shown}")
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, error: Exception) -> JSONResponse:
+        return error_response(500, f"internal error: {type(error).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# ASGI middleware: body limits and security headers
+# ---------------------------------------------------------------------------------------------
+
+
+class BodyLimit:
+    """Refuse a request body larger than its route's limit (JSON_BODY_LIMIT unless listed) with
+    a JSON 413: a Content-Length over the limit before a byte is read, otherwise as soon as the
+    bytes received pass it. (Starlette's own body limit answers some of these cases in plain
+    text, past our JSON error handlers.)"""
+
+    def __init__(self, app: ASGIApp, limits: dict[str, int]) -> None:
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limits.get(scope["path"], JSON_BODY_LIMIT)
+        too_large = f"request body larger than {limit:,} bytes"
+        declared = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
+        if declared.isdigit() and int(declared) > limit:
+            response = error_response(413, f"{too_large} (Content-Length {int(declared):,})")
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, too_large)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class SecurityHeaders:
+    """nosniff, no referrer and a same-origin Content-Security-Policy on every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+if __name__ == "__main__":  # server_process: python -m pipeline.serve '<ServeConfig JSON>' [URI]
+    serve(from_dict(ServeConfig, json.loads(sys.argv[1]), where="argv"), *sys.argv[2:3])
