@@ -1,0 +1,120 @@
+"""CLEVR images on disk → 8-bit RGB arrays of the size the backbone reads.
+
+To answer "What color is the large cube?" the model looks at ResNet features of
+``images/val/CLEVR_val_000042.png``, a 480×320 RGBA PNG. This module finds a split's images (every
+PNG in its folder, named ``CLEVR_{split}_%06d.png``, indices 0..N-1 without gaps) and decodes one
+image into a [H, W, 3] uint8 array resized to the configured input size; `DecodedImages` does
+that inside DataLoader worker processes while the network runs on the previous batch.
+
+Decisions (documented here once):
+- RGBA: the alpha channel is dropped (CLEVR's alpha is opaque everywhere), not composited.
+- Grayscale, palette and 1-bit PNGs are converted to RGB; 16-bit PNGs are reduced to 8 bits per
+  channel by keeping the high byte (as Pillow does for 16-bit RGB). So any valid PNG is accepted.
+- Size: every image is resized to (input_height, input_width) with bilinear filtering (antialiased
+  when shrinking), whatever its own size; an image of another size is therefore not an error.
+- An unreadable or truncated file is a DataError naming the file and its image index.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from pipeline.clevr import DataError
+
+SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I")
+
+
+def image_name(split: str, image_index: int) -> str:
+    """CLEVR_val_000042.png for split "val", index 42."""
+    return f"CLEVR_{split}_{image_index:06d}.png"
+
+
+def list_split_images(images_dir: str | Path, split: str) -> list[Path]:
+    """Every PNG of `images_dir/split`, ordered by image index; position == image index.
+
+    Raises DataError naming the file when a PNG's name does not follow CLEVR_{split}_%06d.png,
+    when two files carry the same index, or when an index is missing from 0..N-1.
+    """
+    folder = Path(images_dir) / split
+    if not folder.is_dir():
+        raise DataError(f"{folder}: image folder not found (split {split!r})")
+    pattern = re.compile(rf"CLEVR_{re.escape(split)}_(\d{{6,}})\.png")
+    by_index: dict[int, Path] = {}
+    for path in folder.iterdir():
+        if path.suffix.lower() != ".png":
+            continue
+        match = pattern.fullmatch(path.name)
+        if match is None:
+            raise DataError(f"{path}: file name does not match CLEVR_{split}_%06d.png")
+        index = int(match.group(1))
+        if index in by_index:
+            raise DataError(f"{path}: image index {index} also used by {by_index[index].name}")
+        by_index[index] = path
+    if not by_index:
+        raise DataError(f"{folder}: no PNG images for split {split!r}")
+    for expected in range(len(by_index)):
+        if expected not in by_index:
+            last = max(by_index)
+            raise DataError(
+                f"{folder / image_name(split, expected)}: missing (found {len(by_index)} images "
+                f"with indices up to {last}; indices must run 0..N-1 without gaps)"
+            )
+    return [by_index[index] for index in range(len(by_index))]
+
+
+def load_image(path: str | Path, height: int, width: int, image_index: int = -1) -> np.ndarray:
+    """Decode one PNG into RGB uint8 [height, width, 3]; DataError (one line) if unreadable."""
+    where = f"{path} (image_index {image_index})" if image_index >= 0 else str(path)
+    try:
+        with Image.open(path) as image:
+            if image.format != "PNG":
+                raise DataError(f"{where}: not a PNG file (format {image.format})")
+            image.load()
+            rgb = to_rgb8(image)
+    except DataError:
+        raise
+    except (OSError, ValueError, SyntaxError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"{where}: cannot decode PNG: {reason}") from None
+    if rgb.size != (width, height):
+        rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
+    return np.array(rgb, dtype=np.uint8)  # [H, W, 3]
+
+
+def to_rgb8(image: Image.Image) -> Image.Image:
+    """Any PNG mode → 8-bit RGB: alpha dropped, gray replicated, 16-bit gray reduced to 8 bits."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in SIXTEEN_BIT_GRAY_MODES:
+        gray16 = np.asarray(image).astype(np.uint32)  # [H, W] in 0..65535
+        gray8 = np.clip(gray16 >> 8, 0, 255).astype(np.uint8)
+        return Image.fromarray(np.stack([gray8] * 3, axis=-1))
+    return image.convert("RGB")
+
+
+class DecodedImages(Dataset):
+    """position → (uint8 RGB [H, W, 3], or the one-line error of an unreadable file)."""
+
+    def __init__(self, paths: list[str], indices: list[int], height: int, width: int) -> None:
+        self.paths, self.indices, self.height, self.width = paths, indices, height, width
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, position: int) -> np.ndarray | str:
+        try:
+            return load_image(self.paths[position], self.height, self.width, self.indices[position])
+        except DataError as error:  # raised in the main process, where it stays one line
+            return str(error)
+
+
+def collate_images(items: list[np.ndarray | str]) -> torch.Tensor | str:
+    """A batch [B, H, W, 3] uint8, or the first decoding error."""
+    errors = [item for item in items if isinstance(item, str)]
+    return errors[0] if errors else torch.from_numpy(np.stack(items))

@@ -1,0 +1,310 @@
+"""Image features on disk: HDF5 shards, one manifest per split, and a lazy reader.
+
+When training answers "How many cylinders are behind the red cube?" for image 4217 of train, the
+data loader asks `FeatureStore(".../train/manifest.json")[4217]` for that image's [H, W, C]
+features. They live in ``train/train_00008.h5`` (images 4096..4607 with shard_size 512):
+dataset `features` [n, H, W, C] float16, channels last, one image per chunk, uncompressed (the
+fastest random reads measured, see platform-notes.md), and dataset `image_index` [n].
+
+A shard is written under a temporary name in its folder and renamed when complete, then entered
+in the manifest (file, image range, count, size, sha256). A rerun keeps a shard only if the
+manifest lists it with the same settings, inputs and checksum, so a killed run leaves no half
+shard and loses at most the shard in progress. `verify_manifest` re-checks every checksum.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pipeline.clevr import DataError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "snmn-features/1"
+TEMP_SUFFIX = ".partial"
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """Images first_index .. first_index + len(paths) - 1 of a split, bound for one file."""
+
+    split: str
+    number: int
+    first_index: int
+    paths: tuple[str, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.paths)
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.split}_{self.number:05d}.h5"
+
+    def inputs_digest(self) -> str:
+        """sha256 of the image file names and sizes: a changed input set redoes the shard."""
+        digest = hashlib.sha256()
+        for path in self.paths:
+            digest.update(f"{Path(path).name}\t{os.path.getsize(path)}\n".encode())
+        return digest.hexdigest()
+
+
+def plan_shards(split: str, paths: list[Path], shard_size: int) -> list[ShardSpec]:
+    """Cut a split's ordered image paths into consecutive shards of shard_size images."""
+    return [
+        ShardSpec(split, number, start, tuple(str(p) for p in paths[start : start + shard_size]))
+        for number, start in enumerate(range(0, len(paths), shard_size))
+    ]
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ShardWriter:
+    """Writes one shard to `.<name>.partial`; `finish()` renames it and returns its manifest entry.
+
+    Leaving the `with` block without `finish()` (an error, a KeyboardInterrupt) deletes the
+    temporary file, so nothing half-written remains (a SIGKILL leaves it; the rerun removes it).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        shard: ShardSpec,
+        feature_shape: tuple[int, int, int],
+        dtype: str,
+        attrs: dict[str, Any],
+    ) -> None:
+        self.shard = shard
+        self.final_path = folder / shard.file_name
+        self.temp_path = folder / f".{shard.file_name}{TEMP_SUFFIX}"
+        self.written = 0
+        self.file = h5py.File(self.temp_path, "w")
+        self.features = self.file.create_dataset(
+            "features",
+            shape=(shard.count, *feature_shape),
+            dtype=dtype,
+            chunks=(1, *feature_shape),
+        )
+        self.file.create_dataset(
+            "image_index", data=np.arange(shard.first_index, shard.first_index + shard.count)
+        )
+        for key, value in attrs.items():
+            self.file.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        self.finished = False
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def write(self, features: np.ndarray) -> None:
+        """Append features [b, H, W, C] of the next b images."""
+        self.features[self.written : self.written + len(features)] = features
+        self.written += len(features)
+
+    def finish(self, inputs_digest: str) -> dict[str, Any]:
+        if self.written != self.shard.count:
+            raise DataError(f"{self.final_path}: wrote {self.written} of {self.shard.count} images")
+        self.file.close()
+        entry = {
+            "file": self.shard.file_name,
+            "number": self.shard.number,
+            "first_index": self.shard.first_index,
+            "last_index": self.shard.first_index + self.shard.count - 1,
+            "count": self.shard.count,
+            "bytes": self.temp_path.stat().st_size,
+            "sha256": file_sha256(self.temp_path),
+            "inputs_sha256": inputs_digest,
+        }
+        os.replace(self.temp_path, self.final_path)
+        self.finished = True
+        return entry
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if not self.finished:
+            self.file.close()
+            self.temp_path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifests
+# ---------------------------------------------------------------------------------------------
+
+
+def manifest_path(output_dir: str | Path, split: str) -> Path:
+    return Path(output_dir) / split / MANIFEST_NAME
+
+
+def read_manifest(path: str | Path) -> dict[str, Any] | None:
+    """The manifest at `path`, or None if there is none; DataError if it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: manifest is not valid JSON ({error})") from None
+
+
+def write_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
+    """Write atomically: a temporary file in the same folder, then os.replace."""
+    path = Path(path)
+    temp = path.with_name(f".{path.name}{TEMP_SUFFIX}")
+    temp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(temp, path)
+
+
+def reusable_entries(
+    manifest: dict[str, Any] | None, folder: Path, settings: dict[str, Any], shards: list[ShardSpec]
+) -> dict[int, dict[str, Any]]:
+    """Shard number → manifest entry of every finished shard that can be kept as it is: same
+    settings, same inputs, file present with the recorded size and sha256."""
+    if manifest is None or any(manifest.get(key) != value for key, value in settings.items()):
+        return {}
+    wanted = {shard.number: shard for shard in shards}
+    kept = {}
+    for entry in manifest.get("shards", []):
+        shard = wanted.get(entry.get("number"))
+        path = folder / str(entry.get("file"))
+        if (
+            shard is not None
+            and entry.get("file") == shard.file_name
+            and entry.get("first_index") == shard.first_index
+            and entry.get("count") == shard.count
+            and entry.get("inputs_sha256") == shard.inputs_digest()
+            and path.is_file()
+            and path.stat().st_size == entry.get("bytes")
+            and file_sha256(path) == entry.get("sha256")
+        ):
+            kept[shard.number] = entry
+    return kept
+
+
+def remove_leftovers(folder: Path, split: str, keep: set[str]) -> list[str]:
+    """Delete temporary files and shard files of this split that the new manifest won't list."""
+    removed = []
+    for path in folder.iterdir():
+        is_temp = path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)
+        is_stale_shard = path.name.startswith(f"{split}_") and path.suffix == ".h5"
+        if is_temp or (is_stale_shard and path.name not in keep):
+            path.unlink()
+            removed.append(path.name)
+    return removed
+
+
+def verify_manifest(path: str | Path) -> list[str]:
+    """Every problem of a split's features, one line each (empty list: all shards verified)."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    if manifest is None:
+        return [f"{path}: manifest not found (run `snmn extract` first)"]
+    try:
+        return _shard_problems(path, manifest)
+    except (KeyError, TypeError) as error:
+        return [f"{path}: malformed manifest ({type(error).__name__}: {error})"]
+
+
+def _shard_problems(path: Path, manifest: dict[str, Any]) -> list[str]:
+    problems = []
+    covered = sum(entry["count"] for entry in manifest["shards"])
+    if not manifest.get("complete") or covered != manifest["num_images"]:
+        problems.append(
+            f"{path}: incomplete: shards cover {covered} of {manifest['num_images']} images"
+        )
+    expected_first = 0
+    for entry in sorted(manifest["shards"], key=lambda e: e["first_index"]):
+        shard_path = path.parent / entry["file"]
+        if entry["first_index"] != expected_first:
+            problems.append(
+                f"{shard_path}: starts at image {entry['first_index']}, expected {expected_first}"
+            )
+        expected_first = entry["first_index"] + entry["count"]
+        if not shard_path.is_file():
+            problems.append(f"{shard_path}: missing")
+        elif shard_path.stat().st_size != entry["bytes"]:
+            problems.append(
+                f"{shard_path}: {shard_path.stat().st_size} bytes, manifest says {entry['bytes']}"
+            )
+        elif (actual := file_sha256(shard_path)) != entry["sha256"]:
+            problems.append(
+                f"{shard_path}: sha256 {actual[:12]}… differs from the manifest's "
+                f"{entry['sha256'][:12]}…"
+            )
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+class FeatureStore:
+    """image index → features [H, W, C] of one split, read from its shards.
+
+    HDF5 files are opened lazily, on first use in each process: a store created before a
+    DataLoader forks its workers (or pickled into them) opens its own handles in every worker.
+    """
+
+    def __init__(self, manifest_path: str | Path) -> None:
+        self.manifest_path = Path(manifest_path)
+        manifest = read_manifest(self.manifest_path)
+        if manifest is None:
+            raise DataError(f"{self.manifest_path}: manifest not found (run `snmn extract`)")
+        if not manifest.get("complete"):
+            raise DataError(f"{self.manifest_path}: features incomplete (rerun `snmn extract`)")
+        self.manifest = manifest
+        self.entries = sorted(manifest["shards"], key=lambda entry: entry["first_index"])
+        self.firsts = [entry["first_index"] for entry in self.entries]
+        self.shape = tuple(manifest["feature_shape"])  # (H, W, C)
+        self.dtype = np.dtype(manifest["dtype"])
+        self.pretrained = bool(manifest["pretrained"])
+        self._handles: dict[str, h5py.File] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return int(self.manifest["num_images"])
+
+    def __getitem__(self, image_index: int) -> np.ndarray:
+        """Features [H, W, C] of one image."""
+        if not 0 <= image_index < len(self):
+            raise IndexError(f"{self.manifest_path}: image index {image_index} out of range")
+        entry = self.entries[bisect.bisect_right(self.firsts, image_index) - 1]
+        return self._dataset(entry)[image_index - entry["first_index"]]
+
+    def load_all(self) -> np.ndarray:
+        """The whole split in RAM: [N, H, W, C] (e.g. 15k val images at 14×14×1024 ≈ 6 GB)."""
+        features = np.empty((len(self), *self.shape), dtype=self.dtype)
+        for entry in self.entries:
+            first = entry["first_index"]
+            self._dataset(entry).read_direct(
+                features, dest_sel=np.s_[first : first + entry["count"]]
+            )
+        return features
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles = {}
+
+    def _dataset(self, entry: dict[str, Any]) -> h5py.Dataset:
+        if self._pid != os.getpid():  # forked: the parent's handles are not ours to use
+            self._handles, self._pid = {}, os.getpid()
+        handle = self._handles.get(entry["file"])
+        if handle is None:
+            handle = h5py.File(self.manifest_path.parent / entry["file"], "r")
+            self._handles[entry["file"]] = handle
+        return handle["features"]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_handles": {}}

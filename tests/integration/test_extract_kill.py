@@ -1,0 +1,113 @@
+"""SIGKILL an extraction mid-shard, rerun it: complete, verified, finished shards untouched.
+
+The extraction runs as `snmn extract` in a subprocess through a small driver that only slows
+each batch down (so the kill lands while the second shard is being written).
+"""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from pipeline.clevr import DataError
+from pipeline.config import ExtractConfig, to_dict
+from pipeline.features import extract_features, verify_features
+from pipeline.images import image_name
+from pipeline.shards import FeatureStore, read_manifest
+
+REPO = Path(__file__).resolve().parents[2]
+DRIVER = """
+    import sys, time
+    import pipeline.features as features
+    from stages import cli
+
+    real_call = features.Extractor.__call__
+
+    def slow_call(self, images, where):
+        time.sleep(0.4)
+        return real_call(self, images, where)
+
+    features.Extractor.__call__ = slow_call
+    sys.argv = ["snmn", "extract", "--params", sys.argv[1]]
+    cli.main()
+"""
+
+
+def test_a_killed_extraction_resumes_without_redoing_finished_shards(tmp_path):
+    folder = tmp_path / "images" / "train"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index in range(9):
+        pixels = rng.integers(0, 256, (48, 72, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / image_name("train", index))
+    config = ExtractConfig(
+        images_dir=str(tmp_path / "images"),
+        output_dir=str(tmp_path / "features"),
+        splits=("train",),
+        backbone="resnet18",
+        input_height=64,
+        input_width=64,
+        shard_size=3,
+        batch_size=1,
+        decode_workers=2,
+        calibration_images=3,
+    )
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"extract": to_dict(config)}))
+    (tmp_path / "driver.py").write_text(textwrap.dedent(DRIVER))
+    output = tmp_path / "features" / "train"
+    process = subprocess.Popen(
+        [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "params.yaml")],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its decoding workers die with it
+    )
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            manifest = read_manifest(output / "manifest.json") if output.is_dir() else None
+            if manifest and manifest["shards"] and (output / ".train_00001.h5.partial").exists():
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+    assert (output / "train_00000.h5").is_file() and not (output / "train_00001.h5").exists()
+    with pytest.raises(DataError, match="incomplete"):
+        verify_features(config)
+    finished = (output / "train_00000.h5").stat()
+
+    summary = extract_features(config)
+
+    assert (summary.images, summary.reused) == (6, 3)
+    again = (output / "train_00000.h5").stat()
+    assert (again.st_ino, again.st_mtime_ns) == (finished.st_ino, finished.st_mtime_ns)
+    assert verify_features(config) == 3
+    assert sorted(p.name for p in output.iterdir()) == [
+        "manifest.json",
+        "train_00000.h5",
+        "train_00001.h5",
+        "train_00002.h5",
+    ]
+    for shard in sorted(output.glob("*.h5")):
+        with h5py.File(shard) as handle:
+            assert handle["features"].shape == (3, 4, 4, 256)
+            assert np.isfinite(handle["features"][:]).all()
+    clean = dataclasses.replace(config, output_dir=str(tmp_path / "clean"), decode_workers=0)
+    extract_features(clean)
+    resumed = FeatureStore(output / "manifest.json").load_all()
+    expected = FeatureStore(tmp_path / "clean" / "train" / "manifest.json").load_all()
+    np.testing.assert_array_equal(resumed, expected)

@@ -1,0 +1,101 @@
+"""Finding and decoding a split's PNGs: names, gaps, colour modes, bit depths, broken files."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.clevr import DataError
+from pipeline.images import image_name, list_split_images, load_image
+
+REAL_IMAGE = "/work/shared/real_clevr_sample/images/test/CLEVR_test_000000.png"
+
+
+def write_split(root, split, count, size=(40, 30)):
+    folder = root / split
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(count)
+    for index in range(count):
+        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / image_name(split, index))
+    return folder
+
+
+def test_images_are_ordered_by_index_not_by_listing(tmp_path):
+    write_split(tmp_path, "val", 12)
+    paths = list_split_images(tmp_path, "val")
+    assert [p.name for p in paths] == [f"CLEVR_val_{i:06d}.png" for i in range(12)]
+
+
+def test_a_gap_in_the_indices_names_the_missing_file(tmp_path):
+    folder = write_split(tmp_path, "train", 4)
+    (folder / image_name("train", 2)).unlink()
+    with pytest.raises(DataError, match="CLEVR_train_000002.png: missing"):
+        list_split_images(tmp_path, "train")
+
+
+def test_a_png_with_a_foreign_name_is_named(tmp_path):
+    folder = write_split(tmp_path, "train", 2)
+    (folder / "CLEVR_val_000002.png").write_bytes((folder / image_name("train", 0)).read_bytes())
+    with pytest.raises(DataError, match="CLEVR_val_000002.png: file name does not match"):
+        list_split_images(tmp_path, "train")
+
+
+def test_the_same_index_twice_is_an_error(tmp_path):
+    folder = write_split(tmp_path, "train", 2)
+    (folder / "CLEVR_train_0000001.png").write_bytes((folder / image_name("train", 1)).read_bytes())
+    with pytest.raises(DataError, match="image index 1 also used"):
+        list_split_images(tmp_path, "train")
+
+
+def test_missing_split_folder_and_empty_folder(tmp_path):
+    with pytest.raises(DataError, match="image folder not found"):
+        list_split_images(tmp_path, "test")
+    (tmp_path / "test").mkdir()
+    with pytest.raises(DataError, match="no PNG images"):
+        list_split_images(tmp_path, "test")
+
+
+def test_real_clevr_rgba_drops_alpha_and_resizes():
+    with Image.open(REAL_IMAGE) as image:
+        assert image.mode == "RGBA" and image.size == (480, 320)
+        expected = np.asarray(image)[..., :3]
+    same_size = load_image(REAL_IMAGE, 320, 480)
+    assert same_size.dtype == np.uint8 and same_size.shape == (320, 480, 3)
+    np.testing.assert_array_equal(same_size, expected)
+    assert load_image(REAL_IMAGE, 224, 224).shape == (224, 224, 3)
+
+
+def test_grayscale_palette_and_16_bit_become_8_bit_rgb(tmp_path):
+    gray = np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) % 256
+    Image.fromarray(gray.astype(np.uint8)).save(tmp_path / "gray.png")
+    Image.fromarray((gray * 257).astype(np.uint16)).save(tmp_path / "gray16.png")
+    Image.fromarray(gray.astype(np.uint8)).convert("P").save(tmp_path / "palette.png")
+    with Image.open(tmp_path / "gray16.png") as image:
+        assert image.mode.startswith("I")  # really 16 bits on disk
+    for name in ("gray.png", "gray16.png", "palette.png"):
+        rgb = load_image(tmp_path / name, 64, 64)
+        assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8, name
+        for channel in range(3):
+            np.testing.assert_array_equal(rgb[..., channel], gray, err_msg=name)
+
+
+def test_a_wrong_size_image_is_resized(tmp_path):
+    Image.new("RGB", (100, 50), (10, 200, 30)).save(tmp_path / "wide.png")
+    rgb = load_image(tmp_path / "wide.png", 64, 64)
+    assert rgb.shape == (64, 64, 3)
+    assert (rgb == np.array([10, 200, 30], dtype=np.uint8)).all()
+
+
+def test_truncated_and_non_png_files_raise_one_line_errors(tmp_path):
+    data = open(REAL_IMAGE, "rb").read()
+    (tmp_path / "CLEVR_test_000000.png").write_bytes(data[: len(data) // 3])
+    with pytest.raises(DataError) as truncated:
+        load_image(tmp_path / "CLEVR_test_000000.png", 64, 64, image_index=0)
+    assert "CLEVR_test_000000.png (image_index 0): cannot decode PNG" in str(truncated.value)
+    assert "\n" not in str(truncated.value)
+    Image.new("RGB", (8, 8)).save(tmp_path / "fake.png", format="JPEG")
+    with pytest.raises(DataError, match="fake.png: not a PNG file"):
+        load_image(tmp_path / "fake.png", 64, 64)
+    (tmp_path / "garbage.png").write_bytes(b"not an image at all")
+    with pytest.raises(DataError, match="garbage.png: cannot decode PNG"):
+        load_image(tmp_path / "garbage.png", 64, 64)

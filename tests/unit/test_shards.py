@@ -1,0 +1,164 @@
+"""HDF5 shards: atomic writes, manifests, resume decisions, verification and the lazy reader."""
+
+import multiprocessing
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline.clevr import DataError
+from pipeline.shards import (
+    FeatureStore,
+    ShardWriter,
+    file_sha256,
+    plan_shards,
+    reusable_entries,
+    verify_manifest,
+    write_manifest,
+)
+
+SHAPE = (2, 3, 4)  # tiny [H, W, C]
+
+
+def features_of(index):
+    return np.full(SHAPE, index, dtype=np.float16) + np.arange(4, dtype=np.float16)
+
+
+def write_split(folder, count, shard_size):
+    """Write a complete split of `count` images (features_of(i)) and its manifest."""
+    images = []
+    for index in range(count):
+        path = folder / "images" / f"CLEVR_val_{index:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * (index + 1))
+        images.append(path)
+    shards = plan_shards("val", images, shard_size)
+    entries = []
+    for shard in shards:
+        with ShardWriter(folder, shard, SHAPE, "float16", {"split": "val"}) as writer:
+            first = shard.first_index
+            writer.write(np.stack([features_of(i) for i in range(first, first + shard.count)]))
+            entries.append(writer.finish(shard.inputs_digest()))
+    manifest = {"num_images": count, "complete": True, "feature_shape": list(SHAPE)}
+    manifest |= {"dtype": "float16", "pretrained": False, "backbone": "b", "shards": entries}
+    write_manifest(folder / "manifest.json", manifest)
+    return shards, manifest
+
+
+def test_plan_cuts_consecutive_shards():
+    shards = plan_shards("val", [f"/x/CLEVR_val_{i:06d}.png" for i in range(10)], 4)
+    assert [(s.number, s.first_index, s.count) for s in shards] == [(0, 0, 4), (1, 4, 4), (2, 8, 2)]
+    assert shards[2].file_name == "val_00002.h5"
+
+
+def test_a_shard_is_chunked_per_image_and_renamed_when_complete(tmp_path):
+    shards, manifest = write_split(tmp_path, 5, 3)
+    assert sorted(p.name for p in tmp_path.glob("*.h5")) == ["val_00000.h5", "val_00001.h5"]
+    assert not list(tmp_path.glob(".*partial"))
+    with h5py.File(tmp_path / "val_00001.h5") as handle:
+        assert handle["features"].shape == (2, *SHAPE)
+        assert handle["features"].chunks == (1, *SHAPE)
+        assert handle["features"].compression is None
+        assert list(handle["image_index"][:]) == [3, 4]
+    assert manifest["shards"][1]["sha256"] == file_sha256(tmp_path / "val_00001.h5")
+
+
+def test_an_interrupted_shard_leaves_nothing(tmp_path):
+    shard = plan_shards("val", ["/x/a.png", "/x/b.png"], 2)[0]
+    with pytest.raises(KeyboardInterrupt):
+        with ShardWriter(tmp_path, shard, SHAPE, "float16", {}) as writer:
+            writer.write(features_of(0)[None])
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(DataError, match="wrote 1 of 2 images"):
+        with ShardWriter(tmp_path, shard, SHAPE, "float16", {}) as writer:
+            writer.write(features_of(0)[None])
+            writer.finish("digest")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reuse_needs_same_settings_inputs_and_checksum(tmp_path):
+    shards, manifest = write_split(tmp_path, 5, 2)
+    settings = {"backbone": "b", "dtype": "float16"}
+    assert set(reusable_entries(manifest, tmp_path, settings, shards)) == {0, 1, 2}
+    assert reusable_entries(manifest, tmp_path, {"backbone": "other"}, shards) == {}
+    assert reusable_entries(None, tmp_path, settings, shards) == {}
+    with open(tmp_path / "val_00001.h5", "r+b") as handle:  # same size, one byte flipped
+        handle.seek(-1, 2)
+        last = handle.read(1)
+        handle.seek(-1, 2)
+        handle.write(bytes([last[0] ^ 0xFF]))
+    (tmp_path / "val_00002.h5").unlink()
+    (tmp_path / "images" / "CLEVR_val_000000.png").write_bytes(b"changed input")
+    assert set(reusable_entries(manifest, tmp_path, settings, shards)) == set()
+    assert set(reusable_entries(manifest, tmp_path, settings, shards[1:])) == set()
+    assert len(verify_manifest(tmp_path / "manifest.json")) == 2
+
+
+def test_verify_names_every_problem(tmp_path):
+    write_split(tmp_path, 5, 2)
+    assert verify_manifest(tmp_path / "manifest.json") == []
+    with open(tmp_path / "val_00000.h5", "ab") as handle:
+        handle.write(b"junk")
+    (tmp_path / "val_00002.h5").unlink()
+    problems = verify_manifest(tmp_path / "manifest.json")
+    assert any("val_00000.h5" in p and "bytes" in p for p in problems)
+    assert any("val_00002.h5: missing" in p for p in problems)
+    assert verify_manifest(tmp_path / "nowhere.json")[0].endswith(
+        "manifest not found (run `snmn extract` first)"
+    )
+
+
+def test_verify_reports_an_incomplete_manifest(tmp_path):
+    _, manifest = write_split(tmp_path, 5, 2)
+    manifest["shards"].pop()
+    manifest["complete"] = False
+    write_manifest(tmp_path / "manifest.json", manifest)
+    assert verify_manifest(tmp_path / "manifest.json") == [
+        f"{tmp_path / 'manifest.json'}: incomplete: shards cover 4 of 5 images"
+    ]
+
+
+def test_store_reads_each_image_and_the_whole_split(tmp_path):
+    write_split(tmp_path, 7, 3)
+    store = FeatureStore(tmp_path / "manifest.json")
+    assert store._handles == {}  # nothing opened until the first read
+    assert len(store) == 7 and store.shape == SHAPE and store.dtype == np.float16
+    for index in range(7):
+        np.testing.assert_array_equal(store[index], features_of(index))
+    everything = store.load_all()
+    assert everything.shape == (7, *SHAPE)
+    np.testing.assert_array_equal(everything, np.stack([features_of(i) for i in range(7)]))
+    with pytest.raises(IndexError):
+        store[7]
+    store.close()
+
+
+def _read_in_child(store, index, queue):
+    queue.put(store[index].tolist())
+
+
+def test_store_opens_its_own_handles_after_fork_and_pickles_without_them(tmp_path):
+    write_split(tmp_path, 4, 2)
+    store = FeatureStore(tmp_path / "manifest.json")
+    store[0]  # the parent holds an open handle now
+    assert len(store._handles) == 1
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_read_in_child, args=(store, 3, queue))
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == features_of(3).tolist()
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone._handles == {}
+    np.testing.assert_array_equal(clone[2], features_of(2))
+
+
+def test_store_refuses_an_incomplete_split(tmp_path):
+    _, manifest = write_split(tmp_path, 3, 2)
+    manifest["complete"] = False
+    write_manifest(tmp_path / "manifest.json", manifest)
+    with pytest.raises(DataError, match="features incomplete"):
+        FeatureStore(tmp_path / "manifest.json")
