@@ -21,6 +21,18 @@ from pipeline.config import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+# A few real CLEVR v1.0 files, in the shared/ folder laid beside the checkout (and CI's clone).
+REAL_CLEVR_SAMPLE = next(
+    (
+        path
+        for path in (
+            REPO.parent / "shared" / "real_clevr_sample",
+            Path("/work/shared/real_clevr_sample"),
+        )
+        if path.is_dir()
+    ),
+    REPO.parent / "shared" / "real_clevr_sample",
+)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -83,7 +95,9 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def tiny_config(root: Path, work: Path, model: dict[str, Any] | None = None, **train: Any) -> Config:
+def tiny_config(
+    root: Path, work: Path, model: dict[str, Any] | None = None, **train: Any
+) -> Config:
     """A Config over `tiny_data` with the tiny model; `train` overrides train.* values."""
     values = {
         "tokens_dir": str(root / "tokens"),

@@ -2,7 +2,6 @@
 sample, the streaming JSON walk, and one clear DataError for every kind of bad input."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -16,8 +15,9 @@ from pipeline.clevr import (
     read_questions,
     read_scenes,
 )
+from tests.conftest import REAL_CLEVR_SAMPLE
 
-REAL_SAMPLE = Path("/work/shared/real_clevr_sample")
+REAL_SAMPLE = REAL_CLEVR_SAMPLE
 LARGE_CUBE_PROGRAM = [
     {"inputs": [], "function": "scene", "value_inputs": []},
     {"inputs": [0], "function": "filter_size", "value_inputs": ["large"]},

@@ -21,8 +21,9 @@ from pipeline.config import ConfigError, ExtractConfig
 from pipeline.features import Extractor, extract_features, resolve_device, verify_features
 from pipeline.images import image_name
 from pipeline.shards import FeatureStore, read_manifest
+from tests.conftest import REAL_CLEVR_SAMPLE
 
-REAL_IMAGES = "/work/shared/real_clevr_sample/images/test"
+REAL_IMAGES = str(REAL_CLEVR_SAMPLE / "images" / "test")
 
 
 def write_pngs(root, split, count, size=(80, 60), seed=0):

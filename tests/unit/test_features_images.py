@@ -6,8 +6,9 @@ from PIL import Image
 
 from pipeline.clevr import DataError
 from pipeline.images import image_name, list_split_images, load_image
+from tests.conftest import REAL_CLEVR_SAMPLE
 
-REAL_IMAGE = "/work/shared/real_clevr_sample/images/test/CLEVR_test_000000.png"
+REAL_IMAGE = str(REAL_CLEVR_SAMPLE / "images" / "test" / "CLEVR_test_000000.png")
 
 
 def write_split(root, split, count, size=(40, 30)):

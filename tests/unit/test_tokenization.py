@@ -15,8 +15,9 @@ from pipeline.clevr import DataError
 from pipeline.config import ConfigError, TokenizeConfig
 from pipeline.tables import padded, read_parquet, write_parquet_atomic
 from pipeline.tokenization import SCHEMA, encode_boxes, tokenize
+from tests.conftest import REAL_CLEVR_SAMPLE
 
-REAL_TEST_QUESTIONS = Path("/work/shared/real_clevr_sample/questions/CLEVR_test_questions.json")
+REAL_TEST_QUESTIONS = REAL_CLEVR_SAMPLE / "questions" / "CLEVR_test_questions.json"
 T, GRID = 9, (14, 14)
 
 
