@@ -5,7 +5,7 @@ Runs the default (official CLEVR) VQA model at batch 64 on random inputs shaped 
 with the fast path and the reference formulation, on cuda if available, and prints both and
 their ratio. The two paths run interleaved, so that a busy machine slows both alike. Example:
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/model_speed.py --threads 2
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/model_speed.py --threads 2 --batch-sizes 64 128
 
 On a shared CPU, OpenMP threads that spin-wait for each other can make a 2-thread run ten times
 slower than a 1-thread one; OMP_WAIT_POLICY=PASSIVE (or --threads 1) avoids that.
@@ -27,7 +27,7 @@ from snmn.model import SNMN
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--question-length", type=int, default=30, help="padded length S")
     parser.add_argument("--vocab-size", type=int, default=90)
     parser.add_argument("--iterations", type=int, default=5, help="timed steps per path")
@@ -77,17 +77,24 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     config = ModelConfig(vocab_size=args.vocab_size)
-    batch = synthetic_batch(config, args.batch_size, args.question_length, args.device)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"device: {args.device} ({name}), torch threads: {torch.get_num_threads()}")
-    print(f"batch {args.batch_size}, question length {args.question_length}, default config")
     torch.manual_seed(0)
     fast = SNMN(config).to(args.device)
-    paths = {"fast": make_step(fast, batch)}
+    reference = None
     if not args.skip_reference:
         reference = SNMN(dataclasses.replace(config, fast=False)).to(args.device)
         reference.load_state_dict(fast.state_dict())
-        paths["reference"] = make_step(reference, batch)
+    for batch_size in args.batch_sizes:
+        print(f"batch {batch_size}, question length {args.question_length}, default config")
+        batch = synthetic_batch(config, batch_size, args.question_length, args.device)
+        paths = {"fast": make_step(fast, batch)}
+        if reference is not None:
+            paths["reference"] = make_step(reference, batch)
+        measure(paths, batch_size, args)
+
+
+def measure(paths: dict, batch_size: int, args: argparse.Namespace) -> None:
     for step in paths.values():
         for _ in range(args.warmup):
             step()
@@ -99,8 +106,8 @@ def main() -> None:
     for name, times in seconds.items():
         median, best = statistics.median(times), min(times)
         print(
-            f"{name:>9}: median {median * 1000:8.1f} ms/step = {args.batch_size / median:7.1f} q/s"
-            f"  (best {args.batch_size / best:7.1f} q/s)"
+            f"{name:>9}: median {median * 1000:8.1f} ms/step = {batch_size / median:7.1f} q/s"
+            f"  (best {batch_size / best:7.1f} q/s)"
         )
     if "reference" in seconds:
         ratio = statistics.median(seconds["reference"]) / statistics.median(seconds["fast"])
