@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -68,8 +70,7 @@ class MlflowTracker:
         import mlflow
         import mlflow.pytorch
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        with mlflow.start_run(run_id=self.run_id):
+        with global_tracking_uri(self.tracking_uri), mlflow.start_run(run_id=self.run_id):
             mlflow.pytorch.log_model(
                 model,
                 name=name,
@@ -79,6 +80,19 @@ class MlflowTracker:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
+
+
+@contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide tracking URI (and $MLFLOW_TRACKING_URI) at `uri`, then back."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
 
 
 def resolve_tracking_uri(configured: str, project_dir: str | Path) -> str:

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from pipeline.tracking import global_tracking_uri
 from tests.conftest import REPO, tiny_config
 from tests.distributed.helpers import (
     environment,
@@ -149,8 +150,8 @@ def test_job_on_two_nodes_logs_to_the_mlflow_server(
     assert model.name == "model"
     import mlflow.pytorch
 
-    mlflow.set_tracking_uri(mlflow_server)
-    loaded = mlflow.pytorch.load_model(model.model_uri)
+    with global_tracking_uri(mlflow_server):
+        loaded = mlflow.pytorch.load_model(model.model_uri)
     assert sum(p.numel() for p in loaded.parameters()) > 0
     training = {a.path for a in client.list_artifacts(run.info.run_id, "training")}
     assert "training/model.pt" in training

@@ -263,6 +263,7 @@ def test_the_serve_stage_takes_params_and_options(tmp_path: Path, monkeypatch) -
     import pipeline.serve
     from stages.serve import command
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store is asserted
     served = []
     monkeypatch.setattr(
         pipeline.serve, "serve", lambda settings, uri: served.append((settings, uri))
