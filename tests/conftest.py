@@ -33,6 +33,7 @@ REAL_CLEVR_SAMPLE = next(
     ),
     REPO.parent / "shared" / "real_clevr_sample",
 )
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the snmn command sets it (stages/cli.py)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
