@@ -20,7 +20,15 @@ from pipeline.config import ConfigError
 STAGES: dict[str, tuple[str, str]] = {
     "generate": ("stages.generate", "Render mini-CLEVR: images, scenes, questions, CLEVR-Ref."),
     "tokenize": ("stages.tokenize_questions", "Questions → token ids, answers, expert layouts."),
+    "pretrain-backbone": (
+        "stages.pretrain_backbone",
+        "Train the conv4 backbone on the train scenes.",
+    ),
     "extract": ("stages.extract_features", "ResNet conv4 features into sharded HDF5."),
+    "probe-features": (
+        "stages.probe_features",
+        "Linear probe: do the features see each attribute?",
+    ),
     "train": ("stages.train", "Train SNMN with Ray Train DDP (resumes a killed run)."),
     "submit": ("stages.submit", "Send the training to a Ray cluster as a job."),
     "evaluate": ("stages.evaluate", "Accuracy per type, layouts, faithfulness, vs the paper."),

@@ -68,3 +68,11 @@ def test_missing_and_malformed_files(tmp_path):
 def test_a_sections_own_check_becomes_a_config_error():
     with pytest.raises(ConfigError, match="pointer_sharpen"):
         from_dict(Config, {"model": {"pointer_sharpen": "blunt"}})
+
+
+def test_every_recipe_loads_and_names_every_key():
+    expected = flatten(to_dict(Config()))
+    for recipe in sorted((REPO / "recipes").glob("*.yaml")):
+        load_config(recipe)
+        written = flatten(yaml.safe_load(recipe.read_text()))
+        assert [k for k in expected if k not in written and not _under_dict(k, written)] == []

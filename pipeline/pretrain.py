@@ -1,0 +1,549 @@
+"""A ResNet conv4 backbone that sees CLEVR objects, trained offline on the TRAIN scenes.
+
+"What material is the small cyan cylinder?" can only be answered from features in which the cell
+under that cylinder says "small, cyan, rubber/metal, cylinder". Random-init ResNets barely do
+(platform-notes.md), and ImageNet weights need a download. Every CLEVR scene file lists each
+object's attributes and position, so this trains the same truncated ResNet that `snmn extract`
+runs (pipeline/backbone.py) to name them: each cell of the h×w layer3 grid is labelled with the
+object that covers it (visible masks where the scenes have them, a disc around pixel_coords
+otherwise), and five 1×1 conv heads (object / empty, colour 8, shape 3, material 2, size 2) are
+trained with cross-entropy over the cells. Only images/train and {dataset}_train_scenes.json are
+read; the last `holdout_images` train images are kept out of training to report a held-out
+accuracy. Images are decoded once into a uint8 tensor [N, H, W, 3] at the extractor's input size.
+
+Outputs: the truncated backbone's state_dict (what extract.weights loads), a metrics JSON and a
+CSV training curve. A checkpoint written after every epoch lets a killed run resume; the same
+seed gives bit-identical weights either way (fixed data order per epoch).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn import functional
+
+from pipeline.backbone import STRIDE, ConvFourBackbone, build_backbone, grid_size
+from pipeline.clevr import DataError, Scene, read_scenes
+from pipeline.config import ConfigError, ExtractConfig, PretrainConfig, to_dict
+from pipeline.images import load_image
+from pipeline.minclevr.render import decode_run_lengths
+from pipeline.minclevr.world import CAMERA_FOV_DEGREES, SIZES, VALUES
+
+log = logging.getLogger("snmn.pretrain")
+SPLIT = "train"  # the only split this module ever reads
+ATTRIBUTES = ("color", "shape", "material", "size")
+HEADS = ("object", *ATTRIBUTES)  # label rows: object (0 empty / 1 object), then each attribute
+CLASSES = {"object": 2, **{name: len(VALUES[name]) for name in ATTRIBUTES}}
+EMPTY = -1  # attribute label of a cell no object covers (ignored by the attribute losses)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cell labels
+# ---------------------------------------------------------------------------------------------
+
+
+def attribute_indices(scene: Scene, where: str) -> np.ndarray:
+    """[K, 4] index of each object's colour, shape, material, size in world.VALUES."""
+    rows = []
+    for k, obj in enumerate(scene.objects):
+        row = []
+        for name in ATTRIBUTES:
+            value = getattr(obj, name)
+            if value not in VALUES[name]:
+                raise DataError(f"{where}: object {k}: unknown {name} {value!r}")
+            row.append(VALUES[name].index(value))
+        rows.append(row)
+    return np.array(rows, dtype=np.int64).reshape(len(scene.objects), len(ATTRIBUTES))
+
+
+def centre_cell(
+    pixel_x: float, pixel_y: float, image_size: tuple[int, int], input_size: tuple[int, int]
+) -> tuple[int, int]:
+    """Grid cell (row, col) of an image pixel, for images of image_size (H0, W0) resized to
+    input_size (H, W): the cell whose 16×16 input pixels contain it (clipped to the grid)."""
+    (height0, width0), (height, width) = image_size, input_size
+    rows, cols = grid_size(height, width)
+    row = int(pixel_y * height / height0 // STRIDE)
+    col = int(pixel_x * width / width0 // STRIDE)
+    return min(max(row, 0), rows - 1), min(max(col, 0), cols - 1)
+
+
+def object_ids(scene: Scene, image_size: tuple[int, int], where: str) -> np.ndarray:
+    """[H0, W0] int16 map: 0 ground, k + 1 where object k is visible. From the scene's masks
+    when it has them, else discs of the object's projected radius around pixel_coords drawn far
+    to near (CLEVR's camera: a large object at depth 10 is a disc of radius ~36 px at 480×320)."""
+    height0, width0 = image_size
+    ids = np.zeros((height0, width0), dtype=np.int16)
+    if scene.masks is not None:
+        for k, text in enumerate(scene.masks):
+            try:
+                runs_total = sum(int(n) for n in text.split(","))
+                if runs_total != height0 * width0:
+                    raise ValueError(f"covers {runs_total} pixels, image has {height0 * width0}")
+                ids[decode_run_lengths(text, height0, width0)] = k + 1
+            except ValueError as error:
+                raise DataError(f"{where}: obj_mask of object {k}: {error}") from None
+        return ids
+    focal = (width0 / 2) / math.tan(math.radians(CAMERA_FOV_DEGREES) / 2)
+    ys, xs = np.mgrid[0:height0, 0:width0] + 0.5  # pixel centres
+    far_to_near = sorted(range(len(scene.objects)), key=lambda k: -scene.objects[k].pixel_coords[2])
+    for k in far_to_near:
+        x, y, depth = scene.objects[k].pixel_coords
+        radius = focal * SIZES.get(scene.objects[k].size, 0.5) / max(depth, 1e-3)
+        ids[(xs - x) ** 2 + (ys - y) ** 2 <= max(radius, 1.0) ** 2] = k + 1
+    return ids
+
+
+def cell_owners(
+    scene: Scene, ids: np.ndarray, input_size: tuple[int, int], min_coverage: float
+) -> np.ndarray:
+    """[h, w] object index per cell, EMPTY where none. A cell belongs to the object covering most
+    of it if that is at least min_coverage; the cell under an object's centre always belongs to
+    that object when any of it shows there (small objects are narrower than a cell)."""
+    height0, width0 = ids.shape
+    rows, cols = grid_size(*input_size)
+    num_objects = len(scene.objects)
+    row_cell = _pixel_cells(height0, input_size[0], rows)  # [H0]
+    col_cell = _pixel_cells(width0, input_size[1], cols)  # [W0]
+    cell = row_cell[:, None] * cols + col_cell[None, :]  # [H0, W0]
+    counts = np.bincount(
+        (cell * (num_objects + 1) + ids).ravel(), minlength=rows * cols * (num_objects + 1)
+    ).reshape(rows * cols, num_objects + 1)  # [cells, 1 + K]: ground, then each object
+    coverage = counts[:, 1:] / np.maximum(counts.sum(axis=1, keepdims=True), 1)  # [cells, K]
+    owners = np.full(rows * cols, EMPTY, dtype=np.int64)
+    if num_objects == 0:
+        return owners.reshape(rows, cols)
+    best = coverage.argmax(axis=1)
+    covered = coverage[np.arange(rows * cols), best] >= min_coverage
+    owners[covered] = best[covered]
+    claims: dict[int, int] = {}  # centre cell → the claiming object showing most there
+    for k, obj in enumerate(scene.objects):
+        row, col = centre_cell(obj.pixel_coords[0], obj.pixel_coords[1], ids.shape, input_size)
+        c = row * cols + col
+        if coverage[c, k] > 0 and (c not in claims or coverage[c, k] > coverage[c, claims[c]]):
+            claims[c] = k
+    for c, k in claims.items():
+        owners[c] = k
+    return owners.reshape(rows, cols)
+
+
+def _pixel_cells(pixels: int, input_pixels: int, cells: int) -> np.ndarray:
+    """Grid cell of every image pixel along one axis (its centre, resized, divided by 16)."""
+    centres = (np.arange(pixels) + 0.5) * input_pixels / pixels
+    return np.minimum(centres // STRIDE, cells - 1).astype(np.int64)
+
+
+def cell_labels(
+    scene: Scene,
+    image_size: tuple[int, int],
+    input_size: tuple[int, int],
+    min_coverage: float,
+    where: str,
+) -> np.ndarray:
+    """[5, h, w] int8 labels: row 0 object (1) or empty (0), rows 1-4 the owning object's colour,
+    shape, material, size index, EMPTY on empty cells."""
+    attributes = attribute_indices(scene, where)  # [K, 4]
+    owners = cell_owners(scene, object_ids(scene, image_size, where), input_size, min_coverage)
+    labels = np.full((len(HEADS), *owners.shape), EMPTY, dtype=np.int8)
+    labels[0] = owners >= 0
+    if len(attributes):
+        taken = owners >= 0
+        labels[1:, taken] = attributes[owners[taken]].T
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------
+# The train split in memory
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SceneImages:
+    """Decoded train images [N, H, W, 3] uint8 with their cell labels [N, 5, h, w] int8."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    scenes_sha256: str
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def train_paths(config: PretrainConfig) -> tuple[Path, Path]:
+    """The only two paths pretraining reads: the train image folder and the train scenes."""
+    images = Path(config.images_dir) / SPLIT
+    scenes = Path(config.scenes_dir) / f"{config.dataset}_{SPLIT}_scenes.json"
+    return images, scenes
+
+
+def load_scene_images(config: PretrainConfig) -> SceneImages:
+    """Decode every (or the first max_images) train image once and label its cells."""
+    images_dir, scenes_path = train_paths(config)
+    if not scenes_path.is_file():
+        raise DataError(f"{scenes_path}: scenes file not found (pretraining reads train scenes)")
+    scenes = read_scenes(scenes_path)
+    if config.max_images:
+        scenes = scenes[: config.max_images]
+    if not scenes:
+        raise DataError(f"{scenes_path}: no scenes")
+    input_size = (config.input_height, config.input_width)
+    images = np.empty((len(scenes), *input_size, 3), dtype=np.uint8)  # [N, H, W, 3]
+    labels = np.empty((len(scenes), len(HEADS), *grid_size(*input_size)), dtype=np.int8)
+    for n, scene in enumerate(scenes):
+        where = f"{scenes_path}: scene {scene.index} (image_index {scene.image_index})"
+        if scene.split != SPLIT:
+            raise DataError(f"{where}: split {scene.split!r}, expected {SPLIT!r}")
+        path = images_dir / scene.image_filename
+        images[n] = load_image(path, *input_size, scene.image_index)
+        with Image.open(path) as image:  # already decoded once: the header is valid
+            image_size = (image.height, image.width)
+        labels[n] = cell_labels(scene, image_size, input_size, config.min_coverage, where)
+    digest = hashlib.sha256(scenes_path.read_bytes()).hexdigest()
+    return SceneImages(torch.from_numpy(images), torch.from_numpy(labels), digest)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+class CellHeads(nn.Module):
+    """One 1×1 conv over layer3 features → logits of every head, per cell."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, sum(CLASSES.values()), kernel_size=1)
+
+    def forward(self, features: torch.Tensor) -> list[torch.Tensor]:
+        logits = self.conv(features).float()  # [B, sum(classes), h, w]
+        return list(torch.split(logits, list(CLASSES.values()), dim=1))  # each [B, n, h, w]
+
+
+@dataclass
+class Networks:
+    """The backbone being trained, its heads, their optimiser and schedule, and the device."""
+
+    backbone: ConvFourBackbone
+    heads: CellHeads
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    device: torch.device
+    precision: str
+
+    def logits(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """uint8 [B, H, W, 3] on the CPU → 5 × [B, n, h, w] float32 logits on the device."""
+        images = images.to(self.device, non_blocking=True)
+        enabled = self.precision == "bfloat16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled):
+            return self.heads(self.backbone(images))
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone.trunk.state_dict(),
+            "heads": self.heads.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.backbone.trunk.load_state_dict(state["backbone"])
+        self.heads.load_state_dict(state["heads"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+def build_networks(config: PretrainConfig, total_steps: int) -> Networks:
+    """Random-init backbone (seeded as extract's `random`) and heads; Adam with warm-up and a
+    cosine decay to zero over total_steps."""
+    device = torch.device("cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu")
+    if config.device == "cuda" and device.type != "cuda":
+        raise ConfigError("pretrain.device: 'cuda' requested but no CUDA device is available")
+    backbone, _ = build_backbone(config.backbone, "random", config.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed + 1)
+        heads = CellHeads(backbone.channels)
+    backbone, heads = backbone.to(device), heads.to(device)
+    optimizer = torch.optim.Adam(
+        [*backbone.parameters(), *heads.parameters()],
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total_steps))
+    return Networks(backbone, heads, optimizer, scheduler, device, config.precision)
+
+
+@dataclass
+class CellCounts:
+    """Correct / labelled cells per head (objects only for the attribute heads)."""
+
+    correct: np.ndarray  # [5]
+    total: np.ndarray  # [5]
+
+    @classmethod
+    def zero(cls) -> CellCounts:
+        return cls(np.zeros(len(HEADS)), np.zeros(len(HEADS)))
+
+    def add(self, logits: list[torch.Tensor], labels: torch.Tensor) -> None:
+        for i, head_logits in enumerate(logits):
+            valid = labels[:, i] != EMPTY  # [B, h, w]
+            predicted = head_logits.argmax(dim=1)  # [B, h, w]
+            self.correct[i] += (predicted == labels[:, i])[valid].sum().item()
+            self.total[i] += valid.sum().item()
+
+    def accuracy(self) -> dict[str, float]:
+        return {
+            name: float(self.correct[i] / max(self.total[i], 1)) for i, name in enumerate(HEADS)
+        }
+
+
+def cell_loss(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """Sum over heads of the mean cross-entropy over labelled cells."""
+    loss = logits[0].new_zeros(())
+    for i, head_logits in enumerate(logits):
+        target = labels[:, i].long()  # [B, h, w]
+        if (target != EMPTY).any():
+            loss = loss + functional.cross_entropy(head_logits, target, ignore_index=EMPTY)
+    return loss
+
+
+@torch.no_grad()
+def evaluate(networks: Networks, data: SceneImages, batch_size: int) -> dict[str, float]:
+    """Cell accuracy per head on `data` (eval mode)."""
+    networks.backbone.eval()
+    networks.heads.eval()
+    counts = CellCounts.zero()
+    for start in range(0, len(data), batch_size):
+        labels = data.labels[start : start + batch_size].to(networks.device)
+        counts.add(networks.logits(data.images[start : start + batch_size]), labels)
+    return counts.accuracy()
+
+
+def check_extract_settings(pretrain: PretrainConfig, extract: ExtractConfig) -> None:
+    """When extract.weights is this backbone's file, it must run at the same depth and size."""
+    if Path(extract.weights) != Path(pretrain.output_path):
+        return
+    for name in ("backbone", "input_height", "input_width"):
+        if getattr(extract, name) != getattr(pretrain, name):
+            raise ConfigError(
+                f"extract.{name} {getattr(extract, name)!r} differs from pretrain.{name} "
+                f"{getattr(pretrain, name)!r}, but extract.weights is the pretrained backbone"
+            )
+
+
+@dataclass(frozen=True)
+class PretrainSummary:
+    train_images: int
+    holdout_images: int
+    seconds: float  # training, over all runs that resumed one another
+    holdout_accuracy: dict[str, float]
+    output_path: str
+
+
+def pretrain_backbone(
+    config: PretrainConfig, on_epoch_end: Callable[[int], None] | None = None
+) -> PretrainSummary:
+    """Train the backbone on the train scenes; write weights, metrics and curve (see module doc).
+    `on_epoch_end(epoch)` runs after each epoch's checkpoint (tests use it to stop a run)."""
+    started = time.perf_counter()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(config.torch_threads or max(1, len(os.sched_getaffinity(0))))
+    try:
+        data = load_scene_images(config)
+        seconds = time.perf_counter() - started
+        share = float((data.labels[:, 0] == 1).float().mean())
+        log.info(
+            f"pretrain: {len(data)} train images decoded in {seconds:.1f} s "
+            f"({share:.1%} of their cells show an object)"
+        )
+        return _train(config, data, on_epoch_end)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(
+    config: PretrainConfig, data: SceneImages, on_epoch_end: Callable[[int], None] | None
+) -> PretrainSummary:
+    train_count = len(data) - config.holdout_images
+    if train_count < 1:
+        raise ConfigError(
+            f"pretrain.holdout_images: {config.holdout_images} leaves no training images "
+            f"(only {len(data)} train scenes)"
+        )
+    train = SceneImages(data.images[:train_count], data.labels[:train_count], data.scenes_sha256)
+    holdout = SceneImages(data.images[train_count:], data.labels[train_count:], "")
+    steps_per_epoch = math.ceil(train_count / config.batch_size)
+    networks = build_networks(config, steps_per_epoch * config.epochs)
+    checkpoint_path = _checkpoint_path(config)
+    meta = {**to_dict(config), "torch_threads": None, "scenes_sha256": data.scenes_sha256}
+    state = _load_checkpoint(checkpoint_path, meta)
+    first_epoch, curve, seconds = 0, [], 0.0
+    if state is not None:
+        networks.load(state)
+        first_epoch, curve, seconds = state["epoch"], state["curve"], state["seconds"]
+        log.info(f"pretrain: resuming after epoch {first_epoch} from {checkpoint_path}")
+    clock = _Clock(time.perf_counter(), first_epoch * steps_per_epoch, steps_per_epoch, config)
+    held_out: dict[str, float] = {}
+    for epoch in range(first_epoch, config.epochs):
+        epoch_started = time.perf_counter()
+        curve += _train_epoch(config, networks, train, epoch, clock)
+        held_out = evaluate(networks, holdout, config.batch_size) if holdout else {}
+        log.info(f"pretrain: epoch {epoch + 1}/{config.epochs} held-out {_format(held_out)}")
+        seconds += time.perf_counter() - epoch_started
+        state = {**networks.state(), "meta": meta, "epoch": epoch + 1, "curve": curve}
+        _save_atomic({**state, "seconds": seconds}, checkpoint_path)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1)
+    if holdout and not held_out:  # resumed after the last epoch
+        held_out = evaluate(networks, holdout, config.batch_size)
+    weights = {key: value.cpu() for key, value in networks.backbone.trunk.state_dict().items()}
+    _save_atomic(weights, Path(config.output_path))
+    metrics = {
+        "backbone": config.backbone,
+        "input_size": [config.input_height, config.input_width],
+        "grid_size": list(grid_size(config.input_height, config.input_width)),
+        "train_images": train_count,
+        "holdout_images": len(holdout),
+        "epochs": config.epochs,
+        "train_seconds": round(seconds, 1),
+        "images_per_second": round(train_count * config.epochs / max(seconds, 1e-9), 2),
+        "object_cell_share": round(float((data.labels[:, 0] == 1).float().mean()), 4),
+        "final_loss": curve[-1]["loss"] if curve else None,
+        "holdout_accuracy": {name: round(value, 4) for name, value in held_out.items()},
+        "weights_sha256": hashlib.sha256(Path(config.output_path).read_bytes()).hexdigest(),
+    }
+    _write_text_atomic(Path(config.metrics_path), json.dumps(metrics, indent=2) + "\n")
+    _write_text_atomic(Path(config.curve_path), _curve_csv(curve))
+    checkpoint_path.unlink(missing_ok=True)
+    log.info(
+        f"pretrain: {seconds:.1f} s of training ({metrics['images_per_second']} images/s); "
+        f"held-out {_format(held_out)} -> {config.output_path}"
+    )
+    return PretrainSummary(train_count, len(holdout), seconds, held_out, config.output_path)
+
+
+@dataclass
+class _Clock:
+    """Images/s and ETA of this run (a resumed run counts from where it resumed)."""
+
+    started: float
+    first_step: int
+    steps_per_epoch: int
+    config: PretrainConfig
+
+    def line(self, step: int) -> str:
+        total = self.steps_per_epoch * self.config.epochs
+        steps_per_second = (step - self.first_step) / max(time.perf_counter() - self.started, 1e-9)
+        eta = (total - step) / max(steps_per_second, 1e-9)
+        return (
+            f"step {step}/{total} | {steps_per_second * self.config.batch_size:.1f} images/s, "
+            f"ETA {int(eta // 60)}:{int(eta % 60):02d}"
+        )
+
+
+def _train_epoch(
+    config: PretrainConfig, networks: Networks, train: SceneImages, epoch: int, clock: _Clock
+) -> list[dict[str, float]]:
+    """One pass over the training images in an order fixed by (seed, epoch)."""
+    networks.backbone.train()
+    networks.heads.train()
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    order = torch.randperm(len(train), generator=generator)
+    rows, counts, window_loss, window_steps = [], CellCounts.zero(), 0.0, 0
+    for index in range(clock.steps_per_epoch):
+        batch = order[index * config.batch_size : (index + 1) * config.batch_size]
+        labels = train.labels[batch].to(networks.device)  # [B, 5, h, w]
+        logits = networks.logits(train.images[batch])  # 5 × [B, n, h, w]
+        loss = cell_loss(logits, labels)
+        networks.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        networks.optimizer.step()
+        networks.scheduler.step()
+        counts.add([head.detach() for head in logits], labels)
+        window_loss, window_steps = window_loss + loss.item(), window_steps + 1
+        step = epoch * clock.steps_per_epoch + index + 1
+        if step % config.log_every == 0 or index == clock.steps_per_epoch - 1:
+            accuracy = counts.accuracy()
+            rows.append({"step": step, "epoch": epoch + 1, "loss": window_loss / window_steps})
+            rows[-1].update(accuracy)
+            log.info(
+                f"pretrain: epoch {epoch + 1}/{config.epochs} loss {rows[-1]['loss']:.3f} "
+                f"cell accuracy {_format(accuracy)} | {clock.line(step)}"
+            )
+            counts, window_loss, window_steps = CellCounts.zero(), 0.0, 0
+    return rows
+
+
+def _warmup_cosine(total_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor: linear warm-up over the first 5% of steps, then cosine to 0."""
+    warmup = max(1, total_steps // 20)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _format(accuracy: dict[str, float]) -> str:
+    return " ".join(f"{name} {value:.3f}" for name, value in accuracy.items()) or "-"
+
+
+def _checkpoint_path(config: PretrainConfig) -> Path:
+    output = Path(config.output_path)
+    return output.with_name(f".{output.name}.checkpoint")
+
+
+def _load_checkpoint(path: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The state saved after an epoch by an interrupted run with the same settings, or None."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        return None
+    except Exception as error:  # truncated or foreign file: start again
+        log.warning(f"pretrain: ignoring unreadable checkpoint {path} ({type(error).__name__})")
+        return None
+    if not isinstance(state, dict) or state.get("meta") != meta:
+        log.info(f"pretrain: {path} was written with other settings or data; starting again")
+        return None
+    return state
+
+
+def _save_atomic(value: Any, path: Path) -> None:
+    """torch.save under a temporary name in the same folder, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    torch.save(value, temporary)
+    os.replace(temporary, path)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def _curve_csv(rows: list[dict[str, float]]) -> str:
+    """The training curve for `dvc plots`: step, epoch, loss, per-head cell accuracy."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=["step", "epoch", "loss", *HEADS], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({key: round(value, 5) for key, value in row.items()} for row in rows)
+    return text.getvalue()

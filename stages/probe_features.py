@@ -1,0 +1,70 @@
+"""`snmn probe-features`: do these features see colour, shape, material and size?
+
+Before training SNMN for hours on "Is the metal cylinder the same size as the red cube?", fit a
+linear probe per attribute on the feature cell under each object's centre (pipeline/probe.py)
+and compare it with the majority class. Works for any features manifest plus the scenes of the
+same split, e.g. `snmn probe-features --manifest data/features/val/manifest.json --scenes
+data/mini-clevr/scenes/CLEVR_val_scenes.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+
+@click.command(name="probe-features")
+@click.option(
+    "--manifest",
+    "manifest_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="A split's features manifest.json (written by `snmn extract`).",
+)
+@click.option(
+    "--scenes",
+    "scenes_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The scenes JSON of the same split.",
+)
+@click.option("--image-height", default=320, show_default=True, help="Original image height.")
+@click.option("--image-width", default=480, show_default=True, help="Original image width.")
+@click.option("--train-share", default=0.7, show_default=True, help="Images the probe fits on.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the split by image.")
+@click.option(
+    "--output",
+    "output_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Also write the table as JSON (e.g. for DVC metrics).",
+)
+def command(
+    manifest_path: str,
+    scenes_path: str,
+    image_height: int,
+    image_width: int,
+    train_share: float,
+    seed: int,
+    output_path: str | None,
+) -> None:
+    """Linear probe per attribute on the cell under each object's centre."""
+    from pipeline.config import ConfigError
+    from pipeline.probe import format_table, object_cells, probe
+
+    if not 0.0 < train_share < 1.0:
+        raise ConfigError(f"--train-share: must be between 0 and 1, got {train_share}")
+    cells = object_cells(manifest_path, scenes_path, (image_height, image_width))
+    rows = probe(cells, train_share, seed)
+    click.echo(format_table(rows, title=f"linear probe: {manifest_path}"))
+    if output_path:
+        path = Path(output_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.partial")
+        table = {row.attribute: asdict(row) for row in rows}
+        temporary.write_text(json.dumps({"manifest": manifest_path, "probe": table}, indent=2))
+        os.replace(temporary, path)
