@@ -122,78 +122,70 @@ def zero_hop_query(attribute: str) -> Sampler:
 
 
 def one_hop(function: str) -> Sampler:
-    def sample(scene: Scene, rng: random.Random) -> Sampled | None:
-        hop = sample_hop(scene, rng)
-        description = hop and _outer(scene, rng, hop.pool, hop.anchor)
-        if description is None:
-            return None
-        builder = ProgramBuilder()
-        program = _ending(builder, hop.program(builder), description, function)
-        tail = f"are {hop.phrase()}" if function == "count" else hop.phrase()
-        return _count_or_exist(function, rng, description, tail), program
-
-    return sample
+    return _related(function, hops=1)
 
 
 def one_hop_query(attribute: str) -> Sampler:
-    def sample(scene: Scene, rng: random.Random) -> Sampled | None:
-        target = rng.randrange(len(scene.objects))
-        hop = sample_hop(scene, rng, target=target)
-        if hop is None:
-            return None
-        description = unique_description(
-            scene,
-            target,
-            hop.pool,
-            rng,
-            exclude=[attribute],
-            not_unique_in=[all_but(scene, hop.anchor)],
-        )
-        if description is None:
-            return None
-        builder = ProgramBuilder()
-        node = builder.add("unique", [builder.filters(hop.program(builder), description)])
-        builder.add(f"query_{attribute}", [node])
-        x = f"{noun_phrase(description)} that is {hop.phrase()}"
-        return rng.choice(QUERY_TEXTS[attribute]).format(x=x), builder.program()
-
-    return sample
+    return _related_query(attribute, hops=1)
 
 
 def two_hop(function: str) -> Sampler:
+    return _related(function, hops=2)
+
+
+def two_hop_query(attribute: str) -> Sampler:
+    return _related_query(attribute, hops=2)
+
+
+def _relation(scene: Scene, rng: random.Random, hops: int, target: int | None = None):
+    """(a relate hop or a two-hop chain, the object the outer description is relative to)."""
+    if hops == 1:
+        hop = sample_hop(scene, rng, target=target)
+        return hop and (hop, hop.anchor)
+    chain = sample_chain(scene, rng, target=target)
+    return chain and (chain, chain.middle)
+
+
+def _related(function: str, hops: int) -> Sampler:
+    """count / exist over the objects `hops` relations away: "How many cubes are left of ...?"."""
+
     def sample(scene: Scene, rng: random.Random) -> Sampled | None:
-        chain = sample_chain(scene, rng)
-        description = chain and _outer(scene, rng, chain.pool, chain.middle)
+        found = _relation(scene, rng, hops)
+        description = found and _outer(scene, rng, found[0].pool, found[1])
         if description is None:
             return None
+        relation = found[0]
         builder = ProgramBuilder()
-        program = _ending(builder, chain.program(builder), description, function)
-        tail = f"are {chain.phrase()}" if function == "count" else chain.phrase()
+        program = _ending(builder, relation.program(builder), description, function)
+        tail = f"are {relation.phrase()}" if function == "count" else relation.phrase()
         return _count_or_exist(function, rng, description, tail), program
 
     return sample
 
 
-def two_hop_query(attribute: str) -> Sampler:
+def _related_query(attribute: str, hops: int) -> Sampler:
+    """query_* of the one object `hops` relations away: "What color is the cube left of ...?"."""
+
     def sample(scene: Scene, rng: random.Random) -> Sampled | None:
         target = rng.randrange(len(scene.objects))
-        chain = sample_chain(scene, rng, target=target)
-        if chain is None:
+        found = _relation(scene, rng, hops, target=target)
+        if found is None:
             return None
+        relation, reference = found
         description = unique_description(
             scene,
             target,
-            chain.pool,
+            relation.pool,
             rng,
             exclude=[attribute],
-            not_unique_in=[all_but(scene, chain.middle)],
+            not_unique_in=[all_but(scene, reference)],
         )
         if description is None:
             return None
         builder = ProgramBuilder()
-        node = builder.add("unique", [builder.filters(chain.program(builder), description)])
+        node = builder.add("unique", [builder.filters(relation.program(builder), description)])
         builder.add(f"query_{attribute}", [node])
-        x = f"{noun_phrase(description)} that is {chain.phrase()}"
+        x = f"{noun_phrase(description)} that is {relation.phrase()}"
         return rng.choice(QUERY_TEXTS[attribute]).format(x=x), builder.program()
 
     return sample
