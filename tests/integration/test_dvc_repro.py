@@ -46,6 +46,9 @@ def tiny_params(path: Path) -> None:
     params["generate"].update(
         num_images={"train": 40, "val": 16, "test": 4}, workers=1, questions_per_image=4
     )
+    params["pretrain"].update(
+        input_height=64, input_width=64, epochs=1, holdout_images=4, batch_size=8
+    )
     params["extract"].update(
         backbone="resnet18",
         input_height=64,
@@ -84,10 +87,22 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(tmp_path):
     first = dvc(["repro"], project)
     log = first.stdout + first.stderr
     assert first.returncode == 0, log[-5000:]
-    for stage in ("generate", "tokenize", "extract", "train", "evaluate", "report"):
+    stages = (
+        "generate",
+        "tokenize",
+        "pretrain-backbone",
+        "extract",
+        "probe",
+        "train",
+        "evaluate",
+        "report",
+    )
+    for stage in stages:
         assert f"Running stage '{stage}'" in log
 
     assert (project / "models" / "model.pt").is_file()
+    probe = json.loads((project / "metrics" / "probe_val.json").read_text())
+    assert set(probe["probe"]) == {"color", "shape", "material", "size"}, probe
     evaluation = json.loads((project / "metrics" / "evaluate.json").read_text())
     assert evaluation["dataset"]["name"]
     assert (project / "reports" / "visualize" / "index.html").is_file()
