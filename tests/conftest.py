@@ -6,11 +6,14 @@ generate (a few dozen scenes) → tokenize → extract (ResNet-18, 64×64 input 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from pipeline.config import (
     Config,
@@ -19,6 +22,7 @@ from pipeline.config import (
     TokenizeConfig,
     from_dict,
 )
+from pipeline.images import image_name
 
 REPO = Path(__file__).resolve().parents[1]
 # A few real CLEVR v1.0 files, in the shared/ folder laid beside the checkout (and CI's clone).
@@ -119,3 +123,33 @@ def tiny_config(
         {"model": {**TINY_MODEL, **(model or {})}, "train": values},
         where="tiny_config",
     )
+
+
+def write_pngs(
+    root: Path, split: str, count: int, size: tuple[int, int] = (80, 60), seed: int = 0
+) -> Path:
+    """`count` random RGB PNGs of `size` (width, height) in root/images/split/, CLEVR-named."""
+    folder = root / "images" / split
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / image_name(split, index))
+    return folder
+
+
+def tiny_extract_config(root: Path, **changes: Any) -> ExtractConfig:
+    """resnet18 at 64×64 (4×4×256 features), shards of 2 images, decoding in-process."""
+    config = ExtractConfig(
+        images_dir=str(root / "images"),
+        output_dir=str(root / "features"),
+        splits=("train",),
+        backbone="resnet18",
+        input_height=64,
+        input_width=64,
+        shard_size=2,
+        batch_size=2,
+        decode_workers=0,
+        calibration_images=4,
+    )
+    return dataclasses.replace(config, **changes)

@@ -17,13 +17,12 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 from pipeline.clevr import DataError
-from pipeline.config import ExtractConfig, to_dict
+from pipeline.config import to_dict
 from pipeline.features import extract_features, verify_features
-from pipeline.images import image_name
 from pipeline.shards import FeatureStore, read_manifest
+from tests.conftest import tiny_extract_config, write_pngs
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = """
@@ -44,23 +43,9 @@ DRIVER = """
 
 
 def test_a_killed_extraction_resumes_without_redoing_finished_shards(tmp_path):
-    folder = tmp_path / "images" / "train"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for index in range(9):
-        pixels = rng.integers(0, 256, (48, 72, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / image_name("train", index))
-    config = ExtractConfig(
-        images_dir=str(tmp_path / "images"),
-        output_dir=str(tmp_path / "features"),
-        splits=("train",),
-        backbone="resnet18",
-        input_height=64,
-        input_width=64,
-        shard_size=3,
-        batch_size=1,
-        decode_workers=2,
-        calibration_images=3,
+    write_pngs(tmp_path, "train", 9, size=(72, 48))
+    config = tiny_extract_config(
+        tmp_path, shard_size=3, batch_size=1, decode_workers=2, calibration_images=3
     )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"extract": to_dict(config)}))
     (tmp_path / "driver.py").write_text(textwrap.dedent(DRIVER))

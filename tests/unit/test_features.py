@@ -17,40 +17,14 @@ from torchvision.transforms import functional
 import pipeline.features
 from pipeline.backbone import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from pipeline.clevr import DataError
-from pipeline.config import ConfigError, ExtractConfig
+from pipeline.config import ConfigError
 from pipeline.features import Extractor, extract_features, resolve_device, verify_features
 from pipeline.images import image_name
 from pipeline.shards import FeatureStore, read_manifest
-from tests.conftest import REAL_CLEVR_SAMPLE
+from tests.conftest import REAL_CLEVR_SAMPLE, write_pngs
+from tests.conftest import tiny_extract_config as tiny_config
 
 REAL_IMAGES = str(REAL_CLEVR_SAMPLE / "images" / "test")
-
-
-def write_pngs(root, split, count, size=(80, 60), seed=0):
-    folder = root / "images" / split
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for index in range(count):
-        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / image_name(split, index))
-    return folder
-
-
-def tiny_config(root, **changes):
-    """resnet18 at 64×64 (4×4×256 features), shards of 2 images, decoding in-process."""
-    config = ExtractConfig(
-        images_dir=str(root / "images"),
-        output_dir=str(root / "features"),
-        splits=("train",),
-        backbone="resnet18",
-        input_height=64,
-        input_width=64,
-        shard_size=2,
-        batch_size=2,
-        decode_workers=0,
-        calibration_images=4,
-    )
-    return dataclasses.replace(config, **changes)
 
 
 def shard_stats(root, split="train"):

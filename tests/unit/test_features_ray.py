@@ -4,12 +4,10 @@ import dataclasses
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from pipeline.config import ExtractConfig
 from pipeline.features import extract_features, verify_features
-from pipeline.images import image_name
 from pipeline.shards import FeatureStore, read_manifest
+from tests.conftest import tiny_extract_config, write_pngs
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -17,22 +15,11 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def test_two_ray_workers_write_the_same_shards_as_one_process(tmp_path, monkeypatch):
     pytest.importorskip("ray")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    folder = tmp_path / "images" / "val"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    for index in range(5):
-        pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / image_name("val", index))
-    config = ExtractConfig(
-        images_dir=str(tmp_path / "images"),
+    write_pngs(tmp_path, "val", 5, size=(40, 40), seed=1)
+    config = tiny_extract_config(
+        tmp_path,
         output_dir=str(tmp_path / "ray"),
         splits=("val",),
-        backbone="resnet18",
-        input_height=64,
-        input_width=64,
-        shard_size=2,
-        batch_size=2,
-        decode_workers=0,
         num_workers=2,
         device="cpu",
         calibration_images=2,
