@@ -212,6 +212,26 @@ def all_but(scene: Scene, anchor: int) -> frozenset[int]:
     return everyone(scene) - {anchor}
 
 
+def sample_same_as(
+    scene: Scene, rng: random.Random, shared: str, exclude: Sequence[str]
+) -> tuple[Description, Description] | None:
+    """(anchor, target) descriptions for "the <target> that has the same <shared> as the <anchor>".
+
+    The anchor is described without `shared`; the target is one of the objects sharing it,
+    described without `exclude` and so that it would not be unique without the anchor.
+    """
+    anchor = rng.randrange(len(scene.objects))
+    anchor_description = unique_description(scene, anchor, everyone(scene), rng, exclude=[shared])
+    pool = same_set(scene, anchor, shared)
+    if anchor_description is None or not pool:
+        return None
+    target = rng.choice(sorted(pool))
+    description = unique_description(
+        scene, target, pool, rng, exclude=exclude, not_unique_in=[all_but(scene, anchor)]
+    )
+    return None if description is None else (anchor_description, description)
+
+
 @dataclass
 class Chain:
     """Two hops: anchor → relate → a unique middle object → relate → pool."""

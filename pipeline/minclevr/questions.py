@@ -27,9 +27,9 @@ from pipeline.minclevr.phrases import (
     matching,
     noun_phrase,
     random_description,
-    same_set,
     sample_chain,
     sample_hop,
+    sample_same_as,
     two_anchors,
     unique_description,
 )
@@ -223,24 +223,10 @@ def same(function: str) -> Sampler:
 def same_query(attribute: str) -> Sampler:
     def sample(scene: Scene, rng: random.Random) -> Sampled | None:
         shared = rng.choice([a for a in ATTRIBUTES if a != attribute])
-        anchor = rng.randrange(len(scene.objects))
-        anchor_description = unique_description(
-            scene, anchor, everyone(scene), rng, exclude=[shared]
-        )
-        pool = same_set(scene, anchor, shared)
-        if anchor_description is None or not pool:
+        found = sample_same_as(scene, rng, shared, exclude=[attribute, shared])
+        if found is None:
             return None
-        target = rng.choice(sorted(pool))
-        description = unique_description(
-            scene,
-            target,
-            pool,
-            rng,
-            exclude=[attribute, shared],
-            not_unique_in=[all_but(scene, anchor)],
-        )
-        if description is None:
-            return None
+        anchor_description, description = found
         builder = ProgramBuilder()
         node = builder.add(f"same_{shared}", [builder.find_unique(anchor_description)])
         node = builder.add("unique", [builder.filters(node, description)])

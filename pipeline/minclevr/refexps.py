@@ -22,8 +22,8 @@ from pipeline.minclevr.phrases import (
     matching,
     noun_phrase,
     random_description,
-    same_set,
     sample_hop,
+    sample_same_as,
     two_anchors,
     unique_description,
 )
@@ -56,19 +56,10 @@ def one_hop(scene: Scene, rng: random.Random) -> Sampled | None:
 
 def same_relate(scene: Scene, rng: random.Random) -> Sampled | None:
     attribute = rng.choice(ATTRIBUTES)
-    anchor = rng.randrange(len(scene.objects))
-    anchor_description = unique_description(
-        scene, anchor, everyone(scene), rng, exclude=[attribute]
-    )
-    pool = same_set(scene, anchor, attribute)
-    if anchor_description is None or not pool:
+    found = sample_same_as(scene, rng, attribute, exclude=[attribute])
+    if found is None:
         return None
-    target = rng.choice(sorted(pool))
-    description = unique_description(
-        scene, target, pool, rng, exclude=[attribute], not_unique_in=[all_but(scene, anchor)]
-    )
-    if description is None:
-        return None
+    anchor_description, description = found
     builder = ProgramBuilder()
     node = builder.add(f"same_{attribute}", [builder.find_unique(anchor_description)])
     builder.filters(node, description)
