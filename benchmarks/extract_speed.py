@@ -34,7 +34,8 @@ from torch.utils.data import DataLoader
 
 from pipeline.backbone import build_backbone, calibrate_batchnorm
 from pipeline.config import ExtractConfig
-from pipeline.features import Extractor, extract_features, resolve_device, set_cpu_threads
+from pipeline.devices import resolve_device
+from pipeline.features import Extractor, extract_features, set_cpu_threads
 from pipeline.images import DecodedImages, collate_images, image_name, list_split_images
 
 REAL_SAMPLE = Path("/work/shared/real_clevr_sample/images/test")
@@ -96,7 +97,7 @@ def measure_forward(config: ExtractConfig) -> tuple[float, float]:
     """(b) images/s and CPU ms/image of the network alone (normalise, forward, float16 check)."""
     dataset = decoded(config)
     images = torch.from_numpy(np.stack([dataset[i] for i in range(len(dataset))]))  # [N, H, W, 3]
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, "extract.device")
     set_cpu_threads(device)
     backbone, _ = build_backbone(config.backbone, config.weights, config.seed)
     extractor = Extractor(backbone, device, config.dtype, config.batch_size)
@@ -153,7 +154,7 @@ def main() -> None:
     print(
         f"images {args.images}, {args.backbone} at {args.size}x{args.size}, batch "
         f"{args.batch_size}, {args.decode_workers} decode workers, device "
-        f"{resolve_device(args.device)}, torch threads {torch.get_num_threads()}"
+        f"{resolve_device(args.device, '--device')}, torch threads {torch.get_num_threads()}"
     )
     print(
         "run  images/s: (a) decode  (b) forward  (c) full  c/min(a,b)  c/shared | CPU ms/img a b c"

@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from pipeline.backbone import build_backbone, state_digest
 from pipeline.clevr import DataError
 from pipeline.config import ConfigError, ServeConfig
+from pipeline.devices import resolve_device
 from pipeline.features import CALIBRATION_FILE, Extractor
 from pipeline.images import image_name, load_image
 from pipeline.outputs import MODEL_FILE, load_trained_model
@@ -120,7 +121,7 @@ class DemoService:
     def __init__(self, settings: ServeConfig, tracking_uri: str = "") -> None:
         torch.set_num_threads(settings.torch_threads)
         self.settings = settings
-        self.device = _device(settings.device)
+        self.device = resolve_device(settings.device, "serve.device")
         self._downloads = tempfile.TemporaryDirectory(prefix="snmn-serve-")
         path = resolve_model_file(settings.model, tracking_uri, Path(self._downloads.name))
         self.model, payload = load_trained_model(path, str(self.device))
@@ -445,14 +446,6 @@ def decode_png(
     except DataError as error:
         raise DemoError(400, str(error)) from None
     return pixels, size
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("serve.device: 'cuda' requested but no CUDA device is available")
-    return torch.device(name)
 
 
 def _inside(box: torch.Tensor, grid: BoxGrid) -> Box:

@@ -28,6 +28,7 @@ from pipeline.baseline import predict_question_only, train_question_only
 from pipeline.clevr import DataError, read_questions, read_scenes, stream_json
 from pipeline.config import Config, ConfigError, EvaluateConfig, flatten, from_dict
 from pipeline.datasets import QuestionDataset, QuestionTable, evaluation_rows, read_question_table
+from pipeline.devices import resolve_device
 from pipeline.faithfulness import FaithfulnessMeter
 from pipeline.metrics import (
     IOU_THRESHOLD,
@@ -178,15 +179,6 @@ def collect_predictions(
     )
 
 
-def resolve_device(name: str) -> torch.device:
-    """auto → cuda when available, else cpu."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda: no CUDA device is available")
-    return torch.device(name)
-
-
 # ---------------------------------------------------------------------------------------------
 # The evaluate stage
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +186,7 @@ def resolve_device(name: str) -> torch.device:
 
 def evaluate(settings: EvaluateConfig, project_dir: str | Path = ".") -> dict[str, Any]:
     """Evaluate model.pt on the evaluation splits; write the metrics and the comparison."""
-    device = resolve_device(settings.device)
+    device = resolve_device(settings.device, "evaluate.device")
     model, payload = load_model(settings.model_path, settings.tokens_dir, device)
     trained = payload.get("config", {}).get("train", {})
     use_layouts = bool(trained.get("use_layouts", True))

@@ -42,6 +42,7 @@ from pipeline.backbone import (
 )
 from pipeline.clevr import DataError
 from pipeline.config import ConfigError, ExtractConfig, from_dict, to_dict
+from pipeline.devices import resolve_device
 from pipeline.images import DecodedImages, collate_images, list_split_images, load_image
 from pipeline.shards import (
     FORMAT,
@@ -107,7 +108,7 @@ def extract_features(config: ExtractConfig) -> ExtractSummary:
     started = time.perf_counter()
     images = {split: list_split_images(config.images_dir, split) for split in config.splits}
     folders = _writable_folders(config)
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, "extract.device")
     set_cpu_threads(device)
     backbone, info = build_backbone(config.backbone, config.weights, config.seed)
     if not info.pretrained:
@@ -148,14 +149,6 @@ def verify_features(config: ExtractConfig) -> int:
         raise DataError(f"{len(problems)} feature problem(s); first: {problems[0]}")
     log.info(f"extract --verify: {shards} shards of {len(config.splits)} splits match")
     return shards
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("extract.device: 'cuda' requested but no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,7 +408,7 @@ class ShardWorker:
         self.config = from_dict(ExtractConfig, config)
         backbone, _ = build_backbone(self.config.backbone, "random", self.config.seed)
         backbone.trunk.load_state_dict(trunk_state)
-        device = resolve_device(self.config.device)
+        device = resolve_device(self.config.device, "extract.device")
         self.extractor = Extractor(backbone, device, self.config.dtype, self.config.batch_size)
 
     def extract(self, shard: ShardSpec, folder: str) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from torch.nn import functional
 from pipeline.backbone import STRIDE, ConvFourBackbone, build_backbone, grid_size
 from pipeline.clevr import DataError, Scene, read_scenes
 from pipeline.config import ConfigError, ExtractConfig, PretrainConfig, to_dict
+from pipeline.devices import resolve_device
 from pipeline.images import load_image
 from pipeline.minclevr.render import decode_run_lengths
 from pipeline.minclevr.world import CAMERA_FOV_DEGREES, SIZES, VALUES
@@ -270,9 +271,7 @@ class Networks:
 def build_networks(config: PretrainConfig, total_steps: int) -> Networks:
     """Random-init backbone (seeded as extract's `random`) and heads; Adam with warm-up and a
     cosine decay to zero over total_steps."""
-    device = torch.device("cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu")
-    if config.device == "cuda" and device.type != "cuda":
-        raise ConfigError("pretrain.device: 'cuda' requested but no CUDA device is available")
+    device = resolve_device(config.device, "pretrain.device")
     backbone, _ = build_backbone(config.backbone, "random", config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed + 1)

@@ -30,11 +30,11 @@ from pipeline import plots
 from pipeline.clevr import check_image_file
 from pipeline.config import ReportConfig
 from pipeline.datasets import QuestionDataset, evaluation_rows, read_question_table
+from pipeline.devices import resolve_device
 from pipeline.evaluation import (
     collect_predictions,
     load_model,
     predict,
-    resolve_device,
     training_run,
 )
 from pipeline.metrics import box_hits
@@ -79,7 +79,7 @@ class Example:
 
 def visualize(settings: ReportConfig, project_dir: str | Path = ".") -> dict[str, Any]:
     """Write the HTML report, the example PNGs and the plots; log them to MLflow."""
-    device = resolve_device(settings.device)
+    device = resolve_device(settings.device, "report.device")
     model, payload = load_model(settings.model_path, settings.tokens_dir, device)
     examples: list[Example] = []
     for task, split in (("vqa", settings.vqa_split), ("ref", settings.ref_split)):

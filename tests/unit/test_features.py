@@ -18,7 +18,8 @@ import pipeline.features
 from pipeline.backbone import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from pipeline.clevr import DataError
 from pipeline.config import ConfigError
-from pipeline.features import Extractor, extract_features, resolve_device, verify_features
+from pipeline.devices import resolve_device
+from pipeline.features import Extractor, extract_features, verify_features
 from pipeline.images import image_name
 from pipeline.shards import FeatureStore, read_manifest
 from tests.conftest import REAL_CLEVR_SAMPLE, write_pngs
@@ -234,5 +235,5 @@ def test_out_of_memory_halves_the_forward_batch(caplog):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when there is no GPU")
 def test_asking_for_cuda_without_one_is_a_config_error():
     with pytest.raises(ConfigError, match="extract.device"):
-        resolve_device("cuda")
-    assert resolve_device("auto").type == "cpu"
+        resolve_device("cuda", "extract.device")
+    assert resolve_device("auto", "extract.device").type == "cpu"

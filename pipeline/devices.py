@@ -1,0 +1,21 @@
+"""Where torch runs, by one rule for every stage: `auto` (a GPU when there is one), `cpu`, `cuda`.
+
+Extracting the features of "What color is the large cube?"'s image, evaluating, pretraining or
+serving the demo all read a `device` value from params.yaml; asking for `cuda` on a machine
+without one is a ConfigError that names the key, never a silent fall-back to the CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.config import ConfigError
+
+
+def resolve_device(name: str, key: str) -> torch.device:
+    """`name` (auto | cpu | cuda) → a torch device; `key` names the params value in errors."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{key}: 'cuda' requested but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
