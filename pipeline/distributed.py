@@ -136,7 +136,8 @@ class RayReporter:
 
     Ray Train registers a reported checkpoint when its controller next polls (every ~2 s); a
     worker killed in between leaves a complete checkpoint on storage that Ray does not offer
-    back. `load_latest` therefore also looks in the run's folder and takes the newest step.
+    back. `load_latest` therefore reads the newest complete checkpoint in the run's folder
+    (names are timestamps) and asks Ray only when the folder holds none (remote storage).
     """
 
     def __init__(self, run_folder: Path) -> None:
@@ -145,17 +146,16 @@ class RayReporter:
     def load_latest(self) -> TrainingState | None:
         import ray.train
 
-        candidates = []
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is not None:
-            with checkpoint.as_directory() as directory:
-                candidates.append(load_checkpoint(directory))
-        for directory in sorted(self.run_folder.glob("checkpoint_*")):
+        for directory in sorted(self.run_folder.glob("checkpoint_*"), reverse=True):
             try:
-                candidates.append(load_checkpoint(directory))
+                return load_checkpoint(directory)
             except (OSError, RuntimeError, EOFError, KeyError):  # absent or half-copied
                 continue
-        return max(candidates, key=lambda state: state.step, default=None)
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return load_checkpoint(directory)
 
     def report(self, metrics: dict[str, float], state: TrainingState | None) -> None:
         """Every rank calls this at the same steps (a barrier); rank 0 passes the state."""

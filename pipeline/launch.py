@@ -18,7 +18,7 @@ from typing import Any
 from pipeline import distributed
 from pipeline.config import Config, flatten, to_dict
 from pipeline.shards import manifest_path
-from pipeline.tracking import git_commit, resolve_tracking_uri, start_run
+from pipeline.tracking import MlflowTracker, git_commit, resolve_tracking_uri, start_run
 
 RUN_ID_FILE = "mlflow_run_id.txt"
 
@@ -80,8 +80,6 @@ def train(config: Config, project_dir: str | Path = ".") -> dict[str, Any]:
         run_id_file.write_text(run_id + "\n")
         print(f"[train] run {name}, MLflow run {run_id} at {tracking_uri}", file=sys.stderr)
     tracking = {"tracking_uri": tracking_uri, "run_id": run_id}
-    from pipeline.tracking import MlflowTracker
-
     tracker = MlflowTracker(tracking_uri, run_id)
     try:
         metrics = distributed.fit(config, name, tracking)
