@@ -30,13 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from pipeline.backbone import build_backbone, calibrate_batchnorm
 from pipeline.config import ExtractConfig
 from pipeline.devices import resolve_device
 from pipeline.features import Extractor, extract_features, set_cpu_threads
-from pipeline.images import DecodedImages, collate_images, image_name, list_split_images
+from pipeline.images import DecodedImages, decoding_loader, image_name, list_split_images
 
 REAL_SAMPLE = Path("/work/shared/real_clevr_sample/images/test")
 
@@ -80,14 +79,8 @@ def measure_decode(config: ExtractConfig) -> tuple[float, float]:
     dataset = decoded(config)
     size = config.batch_size
     batches = [list(range(i, min(i + size, len(dataset)))) for i in range(0, len(dataset), size)]
-    workers = config.decode_workers
-    loader = DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=workers,
-        collate_fn=collate_images,
-        prefetch_factor=4 if workers else None,
-    )
+    on_cpu = resolve_device(config.device, "extract.device").type == "cpu"
+    loader = decoding_loader(dataset, batches, config.decode_workers, network_on_cpu=on_cpu)
     start, cpu = time.perf_counter(), cpu_seconds()
     count = sum(len(batch) for batch in loader)
     return count / (time.perf_counter() - start), (cpu_seconds() - cpu) / count * 1e3

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from pipeline.backbone import (
     CHANNELS,
@@ -43,7 +42,7 @@ from pipeline.backbone import (
 from pipeline.clevr import DataError
 from pipeline.config import ConfigError, ExtractConfig, from_dict, to_dict
 from pipeline.devices import resolve_device
-from pipeline.images import DecodedImages, collate_images, list_split_images, load_image
+from pipeline.images import DecodedImages, decoding_loader, list_split_images, load_image
 from pipeline.shards import (
     FORMAT,
     ShardSpec,
@@ -221,15 +220,8 @@ def extract_shards(
             batches.append(list(range(offset + start, offset + stop)))
         offset += shard.count
     dataset = DecodedImages(paths, indices, config.input_height, config.input_width)
-    workers = config.decode_workers
-    loader = DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=workers,
-        collate_fn=collate_images,
-        pin_memory=extractor.device.type == "cuda",
-        prefetch_factor=4 if workers else None,
-    )
+    on_cpu = extractor.device.type == "cpu"
+    loader = decoding_loader(dataset, batches, config.decode_workers, network_on_cpu=on_cpu)
     grid = grid_size(config.input_height, config.input_width)
     feature_shape = (*grid, extractor.backbone.channels)
     loaded = iter(loader)

@@ -13,17 +13,21 @@ Decisions (documented here once):
 - Size: every image is resized to (input_height, input_width) with bilinear filtering (antialiased
   when shrinking), whatever its own size; an image of another size is therefore not an error.
 - An unreadable or truncated file is a DataError naming the file and its image index.
+- When the network runs on the CPU, the decoding processes run at the lowest priority (nice 19):
+  they then decode while the network's threads wait (between layers, between batches) instead of
+  taking a core from one of its threads, which stalls the whole forward pass until it is back.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from pipeline.clevr import DataError
 
@@ -118,3 +122,23 @@ def collate_images(items: list[np.ndarray | str]) -> torch.Tensor | str:
     """A batch [B, H, W, 3] uint8, or the first decoding error."""
     errors = [item for item in items if isinstance(item, str)]
     return errors[0] if errors else torch.from_numpy(np.stack(items))
+
+
+def decoding_loader(
+    dataset: DecodedImages, batches: list[list[int]], workers: int, network_on_cpu: bool
+) -> DataLoader:
+    """Batches [B, H, W, 3] uint8 (or an error line), decoded by `workers` processes running
+    ahead of the network (prefetch 4 batches each), at the lowest priority if it runs on the CPU."""
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=workers,
+        collate_fn=collate_images,
+        pin_memory=not network_on_cpu and torch.cuda.is_available(),
+        prefetch_factor=4 if workers else None,
+        worker_init_fn=_lowest_priority if network_on_cpu and workers else None,
+    )
+
+
+def _lowest_priority(worker_id: int) -> None:
+    os.nice(19)

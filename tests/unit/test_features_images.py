@@ -1,11 +1,13 @@
 """Finding and decoding a split's PNGs: names, gaps, colour modes, bit depths, broken files."""
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from pipeline.clevr import DataError
-from pipeline.images import image_name, list_split_images, load_image
+from pipeline.images import decoding_loader, image_name, list_split_images, load_image
 from tests.conftest import REAL_CLEVR_SAMPLE
 
 REAL_IMAGE = str(REAL_CLEVR_SAMPLE / "images" / "test" / "CLEVR_test_000000.png")
@@ -100,3 +102,22 @@ def test_truncated_and_non_png_files_raise_one_line_errors(tmp_path):
     (tmp_path / "garbage.png").write_bytes(b"not an image at all")
     with pytest.raises(DataError, match="garbage.png: cannot decode PNG"):
         load_image(tmp_path / "garbage.png", 64, 64)
+
+
+class Niceness:
+    """A dataset whose items are the niceness of the process that decodes them."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, position):
+        return np.array([os.nice(0)])
+
+
+@pytest.mark.parametrize("network_on_cpu", [True, False])
+def test_decoders_yield_the_cpu_to_a_network_running_there(network_on_cpu):
+    """With the network on the CPU, decoding processes run at the lowest priority (nice 19), so
+    they never take a core from one of its threads; for a GPU they keep the parent's priority."""
+    loader = decoding_loader(Niceness(), [[0, 1], [2, 3]], workers=2, network_on_cpu=network_on_cpu)
+    niceness = {int(value) for batch in loader for value in batch.ravel()}
+    assert niceness == ({19} if network_on_cpu else {os.nice(0)})
