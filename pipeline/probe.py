@@ -2,12 +2,12 @@
 
 Before spending GPU hours on "Is the large rubber cube the same colour as the cylinder?", check
 that the features see colour, shape, material and size at all. For every object of a scenes
-file, the feature cell under its centre (pixel_coords mapped to the grid) is one sample; images
-are split 70/30 (seeded) so no image is on both sides; a softmax classifier per attribute is fit
-with L-BFGS on standardised features (its L2 weight chosen on a held-out part of the training
-images) and scored on the test images, next to the majority-class baseline. An object whose
-centre is hidden behind a nearer one shows that one in its centre cell (about 3% of mini-CLEVR
-objects on a 10×15 grid), so even perfect features score a little below 1.
+file, the feature cell under its centre (pixel_coords mapped to the grid) is one sample. The
+images are dealt (seeded) into 5 folds, so no image is on both sides of a split; for each fold a
+softmax classifier per attribute is fit with L-BFGS on the standardised features of the other
+four (its L2 weight chosen once, on a held-out part of those images) and scores the fold's
+objects. Every object is thus scored once (on mini-CLEVR val ~1,300 objects: a standard error of
+~0.4 points at 98 %, against ~0.7 for one 70/30 split), next to the majority-class baseline.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from pipeline.clevr import DataError, read_scenes
 from pipeline.pretrain import ATTRIBUTES, attribute_indices, centre_cell
 from pipeline.shards import FeatureStore
 
-L2_WEIGHTS = (1e-4, 1e-3, 1e-2, 1e-1)  # tried on a validation part of the training images
-VALIDATION_SHARE = 0.25
+L2_WEIGHTS = (1e-3, 1e-2, 1e-1, 1.0)  # tried on a validation part of the training images
 MAX_ITERATIONS = 200
 
 
@@ -40,10 +39,11 @@ class ObjectCells:
 @dataclass(frozen=True)
 class ProbeRow:
     attribute: str
-    train_objects: int
-    test_objects: int
+    objects: int  # each scored once, by the probe fit on the other folds' images
+    images: int
+    folds: int
     accuracy: float
-    majority: float
+    majority: float  # predicting the most common class of the other folds
     l2_weight: float
 
 
@@ -79,46 +79,55 @@ def object_cells(
     return ObjectCells(np.stack(features), np.concatenate(labels), np.array(images))
 
 
-def probe(cells: ObjectCells, train_share: float = 0.7, seed: int = 0) -> list[ProbeRow]:
-    """Per attribute: accuracy of a softmax probe on the test images, and the majority baseline.
+def probe(cells: ObjectCells, folds: int = 5, seed: int = 0) -> list[ProbeRow]:
+    """Per attribute: cross-validated accuracy of a softmax probe and of the majority class.
     Runs on one thread: thousands of small L-BFGS steps gain nothing from more."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _probe(cells, train_share, seed)
+        return _probe(cells, folds, seed)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _probe(cells: ObjectCells, train_share: float, seed: int) -> list[ProbeRow]:
-    is_train = split_by_image(cells.image_indices, train_share, seed)  # [M]
-    if is_train.all():
-        count = len(np.unique(cells.image_indices))
-        raise DataError(f"probe: {count} image(s) are too few to split into train and test")
-    mean = cells.features[is_train].mean(axis=0)
-    std = cells.features[is_train].std(axis=0) + 1e-6
-    standard = torch.from_numpy((cells.features - mean) / std)  # [M, C]
-    fit_part = ~split_by_image(cells.image_indices[is_train], VALIDATION_SHARE, seed + 1)
+def _probe(cells: ObjectCells, folds: int, seed: int) -> list[ProbeRow]:
+    images = len(np.unique(cells.image_indices))
+    if folds < 2 or images < folds:
+        raise DataError(f"probe: {images} image(s) cannot be split into {folds} folds (need >= 2)")
+    fold = fold_by_image(cells.image_indices, folds, seed)  # [M]
+    standard = [_standardise(cells.features, fold != k) for k in range(folds)]  # each [M, C]
     rows = []
     for a, name in enumerate(ATTRIBUTES):
-        labels = torch.from_numpy(cells.labels[:, a])
+        labels = torch.from_numpy(cells.labels[:, a])  # [M]
         classes = int(labels.max()) + 1
-        x_train, y_train = standard[is_train], labels[is_train]
-        x_test, y_test = standard[~is_train], labels[~is_train]
-        l2 = _choose_l2(x_train, y_train, fit_part, classes)
-        weight, bias = fit_softmax(x_train, y_train, classes, l2)
-        accuracy = ((x_test @ weight + bias).argmax(dim=1) == y_test).float().mean().item()
-        most_common = torch.bincount(y_train, minlength=classes).argmax()
-        majority = (y_test == most_common).float().mean().item()
-        rows.append(ProbeRow(name, len(y_train), len(y_test), accuracy, majority, l2))
+        l2 = _choose_l2(standard[0], labels, cells.image_indices, fold, classes, seed)
+        correct = majority_correct = 0
+        for k in range(folds):
+            train, test = torch.from_numpy(fold != k), torch.from_numpy(fold == k)
+            weight, bias = fit_softmax(standard[k][train], labels[train], classes, l2)
+            predicted = (standard[k][test] @ weight + bias).argmax(dim=1)
+            correct += (predicted == labels[test]).sum().item()
+            most_common = torch.bincount(labels[train], minlength=classes).argmax()
+            majority_correct += (labels[test] == most_common).sum().item()
+        count = len(labels)
+        rows.append(
+            ProbeRow(name, count, images, folds, correct / count, majority_correct / count, l2)
+        )
     return rows
 
 
-def split_by_image(image_indices: np.ndarray, share: float, seed: int) -> np.ndarray:
-    """[M] bool: True for the objects of a seeded random `share` of the images."""
+def fold_by_image(image_indices: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """[M] fold of each object: the images, in a seeded random order, dealt out to the folds."""
     images = np.random.default_rng(seed).permutation(np.unique(image_indices))
-    chosen = images[: max(1, round(share * len(images)))]
-    return np.isin(image_indices, chosen)
+    fold_of_image = dict(zip(images.tolist(), np.arange(len(images)) % folds, strict=True))
+    return np.array([fold_of_image[index] for index in image_indices.tolist()], dtype=np.int64)
+
+
+def _standardise(features: np.ndarray, fit: np.ndarray) -> torch.Tensor:
+    """[M, C] features minus the mean, over the std, of the `fit` rows (the training folds)."""
+    mean = features[fit].mean(axis=0)
+    std = features[fit].std(axis=0) + 1e-6
+    return torch.from_numpy((features - mean) / std)
 
 
 def fit_softmax(
@@ -143,27 +152,35 @@ def fit_softmax(
 
 
 def format_table(rows: list[ProbeRow], title: str = "") -> str:
-    """attribute | n train | n test | probe accuracy | majority baseline."""
+    """attribute | objects | images | folds | probe accuracy | majority baseline."""
     lines = [title] if title else []
-    lines.append(f"{'attribute':<10} {'n train':>8} {'n test':>7} {'probe':>7} {'majority':>9}")
+    lines.append(
+        f"{'attribute':<10} {'objects':>8} {'images':>7} {'folds':>6} {'probe':>7} {'majority':>9}"
+    )
     for row in rows:
         lines.append(
-            f"{row.attribute:<10} {row.train_objects:>8} {row.test_objects:>7} "
+            f"{row.attribute:<10} {row.objects:>8} {row.images:>7} {row.folds:>6} "
             f"{row.accuracy:>7.3f} {row.majority:>9.3f}"
         )
     return "\n".join(lines)
 
 
 def _choose_l2(
-    features: torch.Tensor, labels: torch.Tensor, fit_part: np.ndarray, classes: int
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    image_indices: np.ndarray,
+    fold: np.ndarray,
+    classes: int,
+    seed: int,
 ) -> float:
-    """The L2 weight with the lowest validation cross-entropy."""
-    fit = torch.from_numpy(fit_part)  # [M_train]: fit on these, validate on the others
-    if fit.all() or not fit.any():
-        return L2_WEIGHTS[-1]
+    """The L2 weight with the lowest cross-entropy on a quarter of fold 0's training images when
+    fit on the other three quarters (fold 0 itself is not looked at); used for every fold."""
+    training = np.flatnonzero(fold != 0)  # [M_train] object positions
+    inner = fold_by_image(image_indices[training], 4, seed + 1)  # [M_train]
+    fit, check = torch.from_numpy(training[inner != 0]), torch.from_numpy(training[inner == 0])
     losses = {}
     for l2 in L2_WEIGHTS:
         weight, bias = fit_softmax(features[fit], labels[fit], classes, l2)
-        logits = features[~fit] @ weight + bias
-        losses[l2] = functional.cross_entropy(logits, labels[~fit]).item()
+        logits = features[check] @ weight + bias
+        losses[l2] = functional.cross_entropy(logits, labels[check]).item()
     return min(losses, key=losses.__getitem__)

@@ -1,10 +1,10 @@
 """`snmn probe-features`: do these features see colour, shape, material and size?
 
 Before training SNMN for hours on "Is the metal cylinder the same size as the red cube?", fit a
-linear probe per attribute on the feature cell under each object's centre (pipeline/probe.py)
-and compare it with the majority class. Works for any features manifest plus the scenes of the
-same split, e.g. `snmn probe-features --manifest data/features/val/manifest.json --scenes
-data/mini-clevr/scenes/CLEVR_val_scenes.json`.
+linear probe per attribute on the feature cell under each object's centre (pipeline/probe.py,
+cross-validated over folds of images) and compare it with the majority class. Works for any
+features manifest plus the scenes of the same split, e.g. `snmn probe-features --manifest
+data/features/val/manifest.json --scenes data/mini-clevr/scenes/CLEVR_val_scenes.json`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import click
 )
 @click.option("--image-height", default=320, show_default=True, help="Original image height.")
 @click.option("--image-width", default=480, show_default=True, help="Original image width.")
-@click.option("--train-share", default=0.7, show_default=True, help="Images the probe fits on.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the split by image.")
+@click.option("--folds", default=5, show_default=True, help="Cross-validation folds of images.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the folds.")
 @click.option(
     "--output",
     "output_path",
@@ -48,7 +48,7 @@ def command(
     scenes_path: str,
     image_height: int,
     image_width: int,
-    train_share: float,
+    folds: int,
     seed: int,
     output_path: str | None,
 ) -> None:
@@ -56,10 +56,10 @@ def command(
     from pipeline.config import ConfigError
     from pipeline.probe import format_table, object_cells, probe
 
-    if not 0.0 < train_share < 1.0:
-        raise ConfigError(f"--train-share: must be between 0 and 1, got {train_share}")
+    if folds < 2:
+        raise ConfigError(f"--folds: must be >= 2, got {folds}")
     cells = object_cells(manifest_path, scenes_path, (image_height, image_width))
-    rows = probe(cells, train_share, seed)
+    rows = probe(cells, folds, seed)
     click.echo(format_table(rows, title=f"linear probe: {manifest_path}"))
     if output_path:
         path = Path(output_path)

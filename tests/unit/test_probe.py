@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from pipeline.clevr import DataError
 from pipeline.config import ExtractConfig, GenerateConfig
-from pipeline.probe import ObjectCells, format_table, object_cells, probe, split_by_image
+from pipeline.probe import ObjectCells, fold_by_image, format_table, object_cells, probe
 
 
 def synthetic_cells(separable: bool, images: int = 60, per_image: int = 5) -> ObjectCells:
@@ -25,7 +25,7 @@ def synthetic_cells(separable: bool, images: int = 60, per_image: int = 5) -> Ob
     if separable:
         offset = 0
         for a, n in enumerate(classes):
-            features[np.arange(count), offset + labels[:, a]] += 4.0
+            features[np.arange(count), offset + labels[:, a]] += 6.0
             offset += n
     return ObjectCells(features, labels, np.repeat(np.arange(images), per_image))
 
@@ -36,7 +36,7 @@ def test_separable_features_are_read_perfectly() -> None:
     for row in rows:
         assert row.accuracy >= 0.97, row
         assert row.majority < 0.85
-        assert row.train_objects + row.test_objects == 300
+        assert (row.objects, row.images, row.folds) == (300, 60, 5)
     assert "probe" in format_table(rows) and "color" in format_table(rows)
 
 
@@ -46,13 +46,20 @@ def test_noise_scores_about_the_majority_class() -> None:
         assert row.accuracy < 0.85, row
 
 
-def test_split_is_by_image_and_seeded() -> None:
+def test_folds_are_by_image_and_seeded() -> None:
     images = np.repeat(np.arange(50), 4)
-    is_train = split_by_image(images, 0.7, seed=3)
-    assert is_train.sum() == 35 * 4
-    assert not set(images[is_train]) & set(images[~is_train])
-    assert (split_by_image(images, 0.7, seed=3) == is_train).all()
-    assert not (split_by_image(images, 0.7, seed=4) == is_train).all()
+    fold = fold_by_image(images, 5, seed=3)
+    assert np.bincount(fold).tolist() == [40] * 5
+    for k in range(5):
+        assert not set(images[fold == k]) & set(images[fold != k])
+    assert (fold_by_image(images, 5, seed=3) == fold).all()
+    assert not (fold_by_image(images, 5, seed=4) == fold).all()
+
+
+def test_too_few_images_for_the_folds_is_a_clear_error() -> None:
+    cells = synthetic_cells(separable=True, images=3)
+    with pytest.raises(DataError, match="3 image\\(s\\) cannot be split into 5 folds"):
+        probe(cells)
 
 
 @pytest.fixture(scope="module")
