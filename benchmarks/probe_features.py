@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--work", required=True, help="folder for weights and features")
     parser.add_argument("--height", type=int, default=160)
     parser.add_argument("--width", type=int, default=240)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=PretrainConfig.epochs)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for pretraining")
     parser.add_argument("--weights", default="", help="reuse a pretrained file, skip pretraining")
     parser.add_argument("--skip-random", action="store_true", help="probe only (a)")

@@ -112,11 +112,12 @@ class PretrainConfig:
     backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet18"
     input_height: int = 160  # must equal extract.input_height / input_width
     input_width: int = 240
-    epochs: int = 8  # ~11,000 image passes: 8 × 1,400 train images ≈ 5 min on 2 cores
+    epochs: int = 7  # 7 × 1,400 train images ≈ 4.5 min on 2 cores
     batch_size: int = 16
     learning_rate: float = 2e-3  # Adam, warm-up then cosine decay to 0
     weight_decay: float = 1e-5
     min_coverage: float = 0.25  # a cell shows the object covering at least this much of it
+    horizontal_flip: bool = True  # mirror a random half of each batch (attributes don't change)
     max_images: int = 0  # 0 = every train image
     holdout_images: int = 100  # last train images, never trained on: the held-out accuracy
     precision: Literal["bfloat16", "float32"] = "bfloat16"  # autocast; ~2x faster on AVX-512

@@ -7,9 +7,14 @@ object's attributes and position, so this trains the same truncated ResNet that 
 runs (pipeline/backbone.py) to name them: each cell of the h×w layer3 grid is labelled with the
 object that covers it (visible masks where the scenes have them, a disc around pixel_coords
 otherwise), and five 1×1 conv heads (object / empty, colour 8, shape 3, material 2, size 2) are
-trained with cross-entropy over the cells. Only images/train and {dataset}_train_scenes.json are
-read; the last `holdout_images` train images are kept out of training to report a held-out
-accuracy. Images are decoded once into a uint8 tensor [N, H, W, 3] at the extractor's input size.
+trained with cross-entropy over the cells. In the attribute losses every object weighs the same
+(a small sphere far back is one cell, a large cube in front a dozen), half of it on the cell under
+its centre, which must name the object even when a nearer one hides most of it; a random half of
+each batch is mirrored left to right (1,400 images are few, and a mirrored scene has the same
+objects). Only images/train and {dataset}_train_scenes.json are read; the last `holdout_images`
+train images are kept out of training to report a held-out accuracy (of all object cells, so a
+little below the probe's centre cells). Images are decoded once into a uint8 tensor
+[N, H, W, 3] at the extractor's input size.
 
 Outputs: the truncated backbone's state_dict (what extract.weights loads), a metrics JSON and a
 CSV training curve. A checkpoint written after every epoch lets a killed run resume; the same
@@ -49,6 +54,7 @@ log = logging.getLogger("snmn.pretrain")
 SPLIT = "train"  # the only split this module ever reads
 ATTRIBUTES = ("color", "shape", "material", "size")
 HEADS = ("object", *ATTRIBUTES)  # label rows: object (0 empty / 1 object), then each attribute
+CENTRE_SHARE = 0.5  # of each object's weight in the attribute losses: on its centre cell
 CLASSES = {"object": 2, **{name: len(VALUES[name]) for name in ATTRIBUTES}}
 EMPTY = -1  # attribute label of a cell no object covers (ignored by the attribute losses)
 
@@ -149,15 +155,15 @@ def _pixel_cells(pixels: int, input_pixels: int, cells: int) -> np.ndarray:
     return np.minimum(centres // STRIDE, cells - 1).astype(np.int64)
 
 
-def cell_labels(
+def cell_targets(
     scene: Scene,
     image_size: tuple[int, int],
     input_size: tuple[int, int],
     min_coverage: float,
     where: str,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """[5, h, w] int8 labels: row 0 object (1) or empty (0), rows 1-4 the owning object's colour,
-    shape, material, size index, EMPTY on empty cells."""
+    shape, material, size index, EMPTY on empty cells; and [h, w] float32 cell_weights."""
     attributes = attribute_indices(scene, where)  # [K, 4]
     owners = cell_owners(scene, object_ids(scene, image_size, where), input_size, min_coverage)
     labels = np.full((len(HEADS), *owners.shape), EMPTY, dtype=np.int8)
@@ -165,7 +171,29 @@ def cell_labels(
     if len(attributes):
         taken = owners >= 0
         labels[1:, taken] = attributes[owners[taken]].T
-    return labels
+    return labels, cell_weights(scene, owners, image_size, input_size)
+
+
+def cell_weights(
+    scene: Scene, owners: np.ndarray, image_size: tuple[int, int], input_size: tuple[int, int]
+) -> np.ndarray:
+    """[h, w] float32 weight of each cell in the attribute losses. Every object weighs 1, however
+    many cells it owns (a small sphere far back owns one, a large cube in front a dozen), and
+    CENTRE_SHARE of that is on the cell under its centre: the cell that must name the object even
+    when a nearer one hides most of it (where the probe reads it, and where attention finds it)."""
+    weights = np.zeros(owners.shape, dtype=np.float32)
+    for k, obj in enumerate(scene.objects):
+        owned = owners == k  # [h, w]
+        count = int(owned.sum())
+        if count == 0:
+            continue
+        row, col = centre_cell(obj.pixel_coords[0], obj.pixel_coords[1], image_size, input_size)
+        if owned[row, col] and count > 1:
+            weights[owned] = (1.0 - CENTRE_SHARE) / (count - 1)
+            weights[row, col] = CENTRE_SHARE
+        else:
+            weights[owned] = 1.0 / count
+    return weights
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,14 +203,22 @@ def cell_labels(
 
 @dataclass
 class SceneImages:
-    """Decoded train images [N, H, W, 3] uint8 with their cell labels [N, 5, h, w] int8."""
+    """Decoded train images [N, H, W, 3] uint8, their cell labels [N, 5, h, w] int8 and the cells'
+    weights in the attribute losses [N, h, w] float32."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    weights: torch.Tensor
     scenes_sha256: str
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def split(self, count: int) -> tuple[SceneImages, SceneImages]:
+        """The first `count` images and the rest."""
+        first = SceneImages(self.images[:count], self.labels[:count], self.weights[:count], "")
+        rest = SceneImages(self.images[count:], self.labels[count:], self.weights[count:], "")
+        return first, rest
 
 
 def train_paths(config: PretrainConfig) -> tuple[Path, Path]:
@@ -205,6 +241,7 @@ def load_scene_images(config: PretrainConfig) -> SceneImages:
     input_size = (config.input_height, config.input_width)
     images = np.empty((len(scenes), *input_size, 3), dtype=np.uint8)  # [N, H, W, 3]
     labels = np.empty((len(scenes), len(HEADS), *grid_size(*input_size)), dtype=np.int8)
+    weights = np.empty((len(scenes), *grid_size(*input_size)), dtype=np.float32)
     for n, scene in enumerate(scenes):
         where = f"{scenes_path}: scene {scene.index} (image_index {scene.image_index})"
         if scene.split != SPLIT:
@@ -213,9 +250,12 @@ def load_scene_images(config: PretrainConfig) -> SceneImages:
         images[n] = load_image(path, *input_size, scene.image_index)
         with Image.open(path) as image:  # already decoded once: the header is valid
             image_size = (image.height, image.width)
-        labels[n] = cell_labels(scene, image_size, input_size, config.min_coverage, where)
+        labels[n], weights[n] = cell_targets(
+            scene, image_size, input_size, config.min_coverage, where
+        )
     digest = hashlib.sha256(scenes_path.read_bytes()).hexdigest()
-    return SceneImages(torch.from_numpy(images), torch.from_numpy(labels), digest)
+    tensors = (torch.from_numpy(array) for array in (images, labels, weights))
+    return SceneImages(*tensors, digest)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,13 +350,21 @@ class CellCounts:
         }
 
 
-def cell_loss(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """Sum over heads of the mean cross-entropy over labelled cells."""
-    loss = logits[0].new_zeros(())
-    for i, head_logits in enumerate(logits):
-        target = labels[:, i].long()  # [B, h, w]
-        if (target != EMPTY).any():
-            loss = loss + functional.cross_entropy(head_logits, target, ignore_index=EMPTY)
+def cell_loss(
+    logits: list[torch.Tensor], labels: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Object head: mean cross-entropy over all cells. Attribute heads: cross-entropy weighted by
+    cell_weights (each object counts the same), summed over heads. labels [B, 5, h, w],
+    weights [B, h, w]."""
+    loss = functional.cross_entropy(logits[0], labels[:, 0].long())
+    total_weight = weights.sum()
+    if total_weight == 0:
+        return loss
+    for i, head_logits in enumerate(logits[1:], start=1):
+        per_cell = functional.cross_entropy(
+            head_logits, labels[:, i].long(), ignore_index=EMPTY, reduction="none"
+        )  # [B, h, w], 0 on empty cells
+        loss = loss + (per_cell * weights).sum() / total_weight
     return loss
 
 
@@ -358,6 +406,11 @@ def pretrain_backbone(
 ) -> PretrainSummary:
     """Train the backbone on the train scenes; write weights, metrics and curve (see module doc).
     `on_epoch_end(epoch)` runs after each epoch's checkpoint (tests use it to stop a run)."""
+    if config.horizontal_flip and config.input_width % STRIDE:
+        raise ConfigError(
+            f"pretrain.horizontal_flip: input_width {config.input_width} is not a multiple of "
+            f"{STRIDE}, so a mirrored image's cells would not line up with its labels"
+        )
     started = time.perf_counter()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.torch_threads or max(1, len(os.sched_getaffinity(0))))
@@ -383,8 +436,7 @@ def _train(
             f"pretrain.holdout_images: {config.holdout_images} leaves no training images "
             f"(only {len(data)} train scenes)"
         )
-    train = SceneImages(data.images[:train_count], data.labels[:train_count], data.scenes_sha256)
-    holdout = SceneImages(data.images[train_count:], data.labels[train_count:], "")
+    train, holdout = data.split(train_count)
     steps_per_epoch = math.ceil(train_count / config.batch_size)
     networks = build_networks(config, steps_per_epoch * config.epochs)
     checkpoint_path = _checkpoint_path(config)
@@ -465,9 +517,13 @@ def _train_epoch(
     rows, counts, window_loss, window_steps = [], CellCounts.zero(), 0.0, 0
     for index in range(clock.steps_per_epoch):
         batch = order[index * config.batch_size : (index + 1) * config.batch_size]
-        labels = train.labels[batch].to(networks.device)  # [B, 5, h, w]
-        logits = networks.logits(train.images[batch])  # 5 × [B, n, h, w]
-        loss = cell_loss(logits, labels)
+        images, labels = train.images[batch], train.labels[batch]  # [B, H, W, 3], [B, 5, h, w]
+        weights = train.weights[batch]  # [B, h, w]
+        if config.horizontal_flip:
+            images, labels, weights = mirror_some(images, labels, weights, generator)
+        labels, weights = labels.to(networks.device), weights.to(networks.device)
+        logits = networks.logits(images)  # 5 × [B, n, h, w]
+        loss = cell_loss(logits, labels, weights)
         networks.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         networks.optimizer.step()
@@ -485,6 +541,19 @@ def _train_epoch(
             )
             counts, window_loss, window_steps = CellCounts.zero(), 0.0, 0
     return rows
+
+
+def mirror_some(
+    images: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mirror a random half of the images left to right, their cell labels and weights with them:
+    a mirrored red cube is still a red cube (the grid must tile the width exactly)."""
+    mirrored = torch.rand(len(images), generator=generator) < 0.5  # [B]
+    images, labels, weights = images.clone(), labels.clone(), weights.clone()
+    images[mirrored] = images[mirrored].flip(2)  # [b, H, W, 3]
+    labels[mirrored] = labels[mirrored].flip(3)  # [b, 5, h, w]
+    weights[mirrored] = weights[mirrored].flip(2)  # [b, h, w]
+    return images, labels, weights
 
 
 def _warmup_cosine(total_steps: int) -> Callable[[int], float]:

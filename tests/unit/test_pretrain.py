@@ -18,10 +18,15 @@ from pipeline.config import ConfigError, ExtractConfig, GenerateConfig, Pretrain
 from pipeline.minclevr.render import run_lengths
 from pipeline.minclevr.world import VALUES
 from pipeline.pretrain import (
+    CENTRE_SHARE,
+    CLASSES,
     EMPTY,
+    HEADS,
     build_networks,
-    cell_labels,
+    cell_loss,
+    cell_targets,
     check_extract_settings,
+    mirror_some,
     pretrain_backbone,
 )
 
@@ -99,7 +104,8 @@ def test_mask_cells_get_their_objects_attributes() -> None:
         make_object("red", "cube", "large", 16, 16),
         make_object("cyan", "sphere", "small", 55, 55),
     ]
-    labels = cell_labels(make_scene(objects, ids), (64, 64), (64, 64), 0.25, "test")  # [5, 4, 4]
+    scene = make_scene(objects, ids)
+    labels, weights = cell_targets(scene, (64, 64), (64, 64), 0.25, "test")  # [5, 4, 4], [4, 4]
     cube = [1, VALUES["color"].index("red"), 0, VALUES["material"].index("metal"), 1]
     sphere = [1, VALUES["color"].index("cyan"), VALUES["shape"].index("sphere"), 1, 0]
     assert labels.shape == (5, 4, 4)
@@ -109,27 +115,72 @@ def test_mask_cells_get_their_objects_attributes() -> None:
     empty = np.ones((4, 4), dtype=bool)
     empty[0:2, 0:2] = empty[3, 3] = False
     assert (labels[0][empty] == 0).all() and (labels[1:, empty] == EMPTY).all()
+    # Each object weighs 1; the cube's centre (16, 16) is in cell (1, 1) and holds CENTRE_SHARE.
+    assert weights[3, 3] == 1.0 and weights[1, 1] == CENTRE_SHARE
+    assert weights[0, 0] == weights[0, 1] == weights[1, 0] == pytest.approx((1 - CENTRE_SHARE) / 3)
+    assert weights.sum() == pytest.approx(2.0) and (weights[empty] == 0).all()
+
+
+def test_attribute_losses_follow_the_cell_weights() -> None:
+    """A colour mistake costs its cell's share of the weight: on a cell weighing 1/2 it costs
+    twice as much as on one weighing 1/4, and nothing on an empty cell."""
+    labels = torch.zeros(1, len(HEADS), 2, 2, dtype=torch.int8)  # [1, 5, 2, 2]: index 0 ...
+    labels[0, 0] = 1  # ... of every attribute, on object cells, but
+    labels[0, :, 1, 1] = EMPTY
+    labels[0, 0, 1, 1] = 0  # cell (1, 1) is empty
+    weights = torch.tensor([[[0.5, 0.25], [0.25, 0.0]]])  # [1, 2, 2]
+
+    def loss_with_wrong_colour(row: int, col: int) -> float:
+        logits = [torch.zeros(1, n, 2, 2) for n in CLASSES.values()]
+        logits[0][:, 1] = 10.0
+        logits[0][0, :, 1, 1] = torch.tensor([10.0, 0.0])  # object / empty: right everywhere
+        for head in logits[1:]:
+            head[:, 0] = 10.0  # attribute index 0 everywhere: right ...
+        logits[1][0, 0, row, col] = -10.0  # ... except the colour on one cell
+        return cell_loss(logits, labels, weights).item()
+
+    base = loss_with_wrong_colour(1, 1)  # the empty cell: not counted
+    heavy, light = loss_with_wrong_colour(0, 0) - base, loss_with_wrong_colour(0, 1) - base
+    assert base < 1e-3 and heavy == pytest.approx(2 * light, rel=1e-3) and light > 1.0
+
+
+def test_mirrored_images_keep_their_labels_on_the_same_pixels() -> None:
+    """A red block in the left-most cell column: wherever it ends up, its label goes with it."""
+    images = torch.zeros(8, 32, 48, 3, dtype=torch.uint8)  # [B, H, W, 3] → a 2×3 grid
+    images[:, :, :16, 0] = 255  # red in column 0
+    labels = torch.zeros(8, len(HEADS), 2, 3, dtype=torch.int8)
+    labels[:, 1, :, 0] = 3  # colour 3 in column 0
+    weights = torch.zeros(8, 2, 3)
+    weights[:, :, 0] = 0.5
+    generator = torch.Generator().manual_seed(0)
+    mirrored, new_labels, new_weights = mirror_some(images, labels, weights, generator)
+    flipped = mirrored[:, 0, -1, 0] == 255  # [B] red now in the right-most pixel
+    assert 0 < flipped.sum() < 8  # some images, not all
+    assert (new_labels[flipped, 1, :, 2] == 3).all() and (new_labels[~flipped, 1, :, 0] == 3).all()
+    assert (new_weights[flipped, :, 2] == 0.5).all() and (new_weights[~flipped, :, 0] == 0.5).all()
+    assert torch.equal(images[:, :, :16, 0], torch.full((8, 32, 16), 255, dtype=torch.uint8))
 
 
 def test_pixel_coords_give_a_disc_when_masks_are_absent() -> None:
     # A large object at depth 4 projects to a disc of radius ~12 px on a 64-px-wide image:
     # centred on the corner of four cells, it covers 44% of each.
     scene = make_scene([make_object("blue", "cylinder", "large", 32, 32, depth=4.0)], None)
-    labels = cell_labels(scene, (64, 64), (64, 64), 0.25, "test")
+    labels, _ = cell_targets(scene, (64, 64), (64, 64), 0.25, "test")
     assert labels[0].sum() == 4
     for row, col in [(1, 1), (1, 2), (2, 1), (2, 2)]:
         assert labels[1, row, col] == VALUES["color"].index("blue")
         assert labels[2, row, col] == VALUES["shape"].index("cylinder")
     assert labels[0, 3, 3] == 0 and labels[1, 3, 3] == EMPTY
     small = make_scene([make_object("blue", "cylinder", "small", 40, 40, depth=4.0)], None)
-    assert cell_labels(small, (64, 64), (64, 64), 0.25, "test")[0].sum() == 1  # centre cell
+    labels, weights = cell_targets(small, (64, 64), (64, 64), 0.25, "test")
+    assert labels[0].sum() == 1 and weights[2, 2] == 1.0  # the centre cell only
 
 
 def test_bad_scene_values_are_data_errors() -> None:
     ids = np.zeros((64, 64), dtype=np.uint8)
     ids[0:8, 0:8] = 1
     with pytest.raises(DataError, match="test: object 0: unknown color 'pink'"):
-        cell_labels(
+        cell_targets(
             make_scene([make_object("pink", "cube", "large", 4, 4)], ids),
             (64, 64),
             (64, 64),
@@ -138,7 +189,7 @@ def test_bad_scene_values_are_data_errors() -> None:
         )
     scene = make_scene([make_object("red", "cube", "large", 4, 4)], ids)
     with pytest.raises(DataError, match="obj_mask of object 0: covers 4096 pixels, image has 2048"):
-        cell_labels(scene, (32, 64), (64, 64), 0.25, "test")
+        cell_targets(scene, (32, 64), (64, 64), 0.25, "test")
 
 
 def test_weights_load_through_the_extractors_file_option(scenes_data: Path, tmp_path: Path) -> None:
@@ -223,6 +274,8 @@ def test_missing_scenes_and_bad_settings_are_clear_errors(
         pretrain_backbone(tiny_config(scenes_data, tmp_path, holdout_images=16))
     with pytest.raises(ConfigError, match="pretrain.min_coverage"):
         tiny_config(scenes_data, tmp_path, min_coverage=0.0)
+    with pytest.raises(ConfigError, match="input_width 72 is not a multiple of 16"):
+        pretrain_backbone(tiny_config(scenes_data, tmp_path, input_width=72))
     pretrain = tiny_config(scenes_data, tmp_path)
     extract = ExtractConfig(weights=pretrain.output_path, backbone="resnet18", input_height=224)
     with pytest.raises(ConfigError, match="extract.input_height 224 differs from pretrain"):
