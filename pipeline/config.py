@@ -117,7 +117,7 @@ class PretrainConfig:
     learning_rate: float = 2e-3  # Adam, warm-up then cosine decay to 0
     weight_decay: float = 1e-5
     min_coverage: float = 0.25  # a cell shows the object covering at least this much of it
-    horizontal_flip: bool = True  # mirror a random half of each batch (attributes don't change)
+    horizontal_flip: bool = True  # mirror each image with probability 1/2 (same attributes)
     max_images: int = 0  # 0 = every train image
     holdout_images: int = 100  # last train images, never trained on: the held-out accuracy
     precision: Literal["bfloat16", "float32"] = "bfloat16"  # autocast; ~2x faster on AVX-512

@@ -9,12 +9,12 @@ object that covers it (visible masks where the scenes have them, a disc around p
 otherwise), and five 1×1 conv heads (object / empty, colour 8, shape 3, material 2, size 2) are
 trained with cross-entropy over the cells. In the attribute losses every object weighs the same
 (a small sphere far back is one cell, a large cube in front a dozen), half of it on the cell under
-its centre, which must name the object even when a nearer one hides most of it; a random half of
-each batch is mirrored left to right (1,400 images are few, and a mirrored scene has the same
-objects). Only images/train and {dataset}_train_scenes.json are read; the last `holdout_images`
-train images are kept out of training to report a held-out accuracy (of all object cells, so a
-little below the probe's centre cells). Images are decoded once into a uint8 tensor
-[N, H, W, 3] at the extractor's input size.
+its centre, which must name the object even when a nearer one hides most of it; each training
+image is mirrored left to right with probability 1/2 (1,400 images are few, and a mirrored scene
+has the same objects). Only images/train and {dataset}_train_scenes.json are read; the last
+`holdout_images` train images are kept out of training to report a held-out accuracy (of all
+object cells, so a little below the probe's centre cells). Images are decoded once into a uint8
+tensor [N, H, W, 3] at the extractor's input size.
 
 Outputs: the truncated backbone's state_dict (what extract.weights loads), a metrics JSON and a
 CSV training curve. A checkpoint written after every epoch lets a killed run resume; the same
@@ -546,7 +546,7 @@ def _train_epoch(
 def mirror_some(
     images: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mirror a random half of the images left to right, their cell labels and weights with them:
+    """Mirror each image left to right with probability 1/2, its cell labels and weights with it:
     a mirrored red cube is still a red cube (the grid must tile the width exactly)."""
     mirrored = torch.rand(len(images), generator=generator) < 0.5  # [B]
     images, labels, weights = images.clone(), labels.clone(), weights.clone()
