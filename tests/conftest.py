@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pipeline.config import (
@@ -55,6 +56,31 @@ TINY_MODEL = {
     "vocab_size": 0,
     "num_answers": 0,
 }
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: one thread is faster, and immune to a busy shared box; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def generate_scenes(root: Path, train: int, val: int) -> Path:
+    """mini-CLEVR images and scenes (no questions) of `train` and `val` images in root."""
+    from pipeline.minclevr.generate import generate
+
+    generate(
+        GenerateConfig(
+            output_dir=str(root),
+            num_images={"train": train, "val": val, "test": 0},
+            questions_per_image=0,
+            refexps_per_image=0,
+            workers=1,
+        )
+    )
+    return root
 
 
 @pytest.fixture(scope="session")

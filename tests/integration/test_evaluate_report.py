@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from pipeline.config import Config, EvaluateConfig, ReportConfig
 from pipeline.datasets import QuestionDataset, read_question_table
@@ -218,7 +217,7 @@ def test_ref_model_p_at_1_and_its_report(tiny_data, tmp_path):
     assert page.count("<div class='example'") == 2 and "IoU" in page
 
 
-def test_the_stage_commands_run_from_params_yaml(vqa_run, tiny_data, tmp_path):
+def test_the_stage_commands_run_from_params_yaml(vqa_run, tiny_data, tmp_path, one_torch_thread):
     from stages.cli import STAGES
 
     fields = {f.name for f in dataclasses.fields(Config)}
@@ -236,7 +235,6 @@ def test_the_stage_commands_run_from_params_yaml(vqa_run, tiny_data, tmp_path):
     report_values["output_dir"] = str(tmp_path / "visualize")
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"evaluate": evaluate_values, "report": report_values}))
-    torch.set_num_threads(1)
     runner = CliRunner()
     result = runner.invoke(cli, ["evaluate", "--params", str(params)], catch_exceptions=False)
     assert result.exit_code == 0 and "vqa_accuracy" in result.output

@@ -324,9 +324,8 @@ def test_every_number_becomes_one_mlflow_metric_named_by_its_path():
     assert tracker.metrics == {"eval.vqa.accuracy": 0.5, "eval.vqa.per_step.1.correct": 2.0}
 
 
-def test_the_question_only_baseline_learns_answers_from_words():
+def test_the_question_only_baseline_learns_answers_from_words(one_torch_thread):
     """Answer = the question's second word: a blind model can learn that, and must."""
-    torch.set_num_threads(1)
     generator = np.random.default_rng(0)
     tokens = generator.integers(2, 6, size=(64, 3))
     questions = table(["query_attribute"] * 64, [0] * 64, answers=tokens[:, 1] - 2)

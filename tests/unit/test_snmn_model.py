@@ -32,13 +32,7 @@ TINY = ModelConfig(
 CLEVR_VOCAB = 90
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy shared box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_batch(config=TINY, batch=4, length=7, dtype=torch.float32, seed=0):

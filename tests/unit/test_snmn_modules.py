@@ -15,13 +15,7 @@ FOUND = torch.tensor([[2.0, -3.0, 5.0, 0.0]])
 SCENE = torch.tensor([[0.3, 0.2, 0.1, 0.0]])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy shared box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def one_hot(position: int) -> torch.Tensor:

@@ -16,13 +16,7 @@ EXAMPLES, MAX_STEPS, CHECK_EVERY = 16, 400, 25
 GRID = BoxGrid(grid_height=4, grid_width=4, image_height=320, image_width=480)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: small matrices run faster that way, and the box is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(task: str) -> ModelConfig:
