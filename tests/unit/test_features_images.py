@@ -8,46 +8,36 @@ from PIL import Image
 
 from pipeline.clevr import DataError
 from pipeline.images import decoding_loader, image_name, list_split_images, load_image
-from tests.conftest import REAL_CLEVR_SAMPLE
+from tests.conftest import REAL_CLEVR_SAMPLE, write_pngs
 
 REAL_IMAGE = str(REAL_CLEVR_SAMPLE / "images" / "test" / "CLEVR_test_000000.png")
 
 
-def write_split(root, split, count, size=(40, 30)):
-    folder = root / split
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(count)
-    for index in range(count):
-        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / image_name(split, index))
-    return folder
-
-
 def test_images_are_ordered_by_index_not_by_listing(tmp_path):
-    write_split(tmp_path, "val", 12)
-    paths = list_split_images(tmp_path, "val")
+    write_pngs(tmp_path, "val", 12, size=(40, 30))
+    paths = list_split_images(tmp_path / "images", "val")
     assert [p.name for p in paths] == [f"CLEVR_val_{i:06d}.png" for i in range(12)]
 
 
 def test_a_gap_in_the_indices_names_the_missing_file(tmp_path):
-    folder = write_split(tmp_path, "train", 4)
+    folder = write_pngs(tmp_path, "train", 4, size=(40, 30))
     (folder / image_name("train", 2)).unlink()
     with pytest.raises(DataError, match="CLEVR_train_000002.png: missing"):
-        list_split_images(tmp_path, "train")
+        list_split_images(tmp_path / "images", "train")
 
 
 def test_a_png_with_a_foreign_name_is_named(tmp_path):
-    folder = write_split(tmp_path, "train", 2)
+    folder = write_pngs(tmp_path, "train", 2, size=(40, 30))
     (folder / "CLEVR_val_000002.png").write_bytes((folder / image_name("train", 0)).read_bytes())
     with pytest.raises(DataError, match="CLEVR_val_000002.png: file name does not match"):
-        list_split_images(tmp_path, "train")
+        list_split_images(tmp_path / "images", "train")
 
 
 def test_the_same_index_twice_is_an_error(tmp_path):
-    folder = write_split(tmp_path, "train", 2)
+    folder = write_pngs(tmp_path, "train", 2, size=(40, 30))
     (folder / "CLEVR_train_0000001.png").write_bytes((folder / image_name("train", 1)).read_bytes())
     with pytest.raises(DataError, match="image index 1 also used"):
-        list_split_images(tmp_path, "train")
+        list_split_images(tmp_path / "images", "train")
 
 
 def test_missing_split_folder_and_empty_folder(tmp_path):

@@ -14,7 +14,7 @@ import torch
 
 from pipeline.backbone import build_backbone
 from pipeline.clevr import DataError, Scene, SceneObject
-from pipeline.config import ConfigError, ExtractConfig, GenerateConfig, PretrainConfig
+from pipeline.config import ConfigError, ExtractConfig, PretrainConfig
 from pipeline.minclevr.render import run_lengths
 from pipeline.minclevr.world import VALUES
 from pipeline.pretrain import (
@@ -29,24 +29,13 @@ from pipeline.pretrain import (
     mirror_some,
     pretrain_backbone,
 )
+from tests.conftest import generate_scenes
 
 
 @pytest.fixture(scope="module")
 def scenes_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """16 train and 4 val mini-CLEVR images with scenes (boxes and masks)."""
-    from pipeline.minclevr.generate import generate
-
-    root = tmp_path_factory.mktemp("pretrain") / "mini-clevr"
-    generate(
-        GenerateConfig(
-            output_dir=str(root),
-            num_images={"train": 16, "val": 4, "test": 0},
-            questions_per_image=0,
-            refexps_per_image=0,
-            workers=1,
-        )
-    )
-    return root
+    return generate_scenes(tmp_path_factory.mktemp("pretrain") / "mini-clevr", train=16, val=4)
 
 
 def tiny_config(data: Path, out: Path, **overrides: object) -> PretrainConfig:

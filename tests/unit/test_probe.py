@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.clevr import DataError
-from pipeline.config import ExtractConfig, GenerateConfig
 from pipeline.probe import ObjectCells, fold_by_image, format_table, object_cells, probe
+from tests.conftest import generate_scenes, tiny_extract_config
 
 
 def synthetic_cells(separable: bool, images: int = 60, per_image: int = 5) -> ObjectCells:
@@ -64,29 +64,19 @@ def test_too_few_images_for_the_folds_is_a_clear_error() -> None:
 
 @pytest.fixture(scope="module")
 def val_features(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Scenes of 6 train and 8 val images, and random ResNet-18 features of val at 64×64."""
+    """Scenes of 6 train and 8 val images, and random ResNet-18 features of val at 64×96."""
     from pipeline.features import extract_features
-    from pipeline.minclevr.generate import generate
 
     root = tmp_path_factory.mktemp("probe")
-    generate(
-        GenerateConfig(
-            output_dir=str(root / "mini-clevr"),
-            num_images={"train": 6, "val": 8, "test": 0},
-            questions_per_image=0,
-            refexps_per_image=0,
-            workers=1,
-        )
-    )
+    images = generate_scenes(root / "mini-clevr", train=6, val=8)
     extract_features(
-        ExtractConfig(
-            images_dir=str(root / "mini-clevr" / "images"),
+        tiny_extract_config(
+            images,
             output_dir=str(root / "features"),
             splits=("val",),
-            backbone="resnet18",
-            input_height=64,
             input_width=96,
-            decode_workers=0,
+            shard_size=512,
+            batch_size=16,
             calibration_images=8,
         )
     )
