@@ -28,44 +28,13 @@ from pipeline.clevr import DataError, ProgramNode, Scene
 from pipeline.minclevr.executor import ExecutionError, ObjectIndex, run
 from pipeline.minclevr.render import decode_run_lengths
 from pipeline.minclevr.world import SIZES
-from snmn.layout import FUNCTION_MODULES, LayoutError, find_root, post_order, pruned_program
+from snmn.layout import layout_with_nodes
 
 # Modules whose step leaves a new attention map on top of the stack.
 ATTENTION_MODULES = ("Find", "Transform", "Filter", "And", "Or", "Scene")
 # CLEVR's camera: a 35 mm lens on a 32 mm sensor, 480 pixels wide → 525 pixels focal length.
 CLEVR_FOCAL_PIXELS = 240 / np.tan(np.radians(49.13 / 2))
 COVERAGE_CACHE = 256  # images whose object coverage is kept
-
-
-def layout_with_nodes(program: Sequence[tuple[str, Sequence[int]]]) -> list[tuple[str, int]]:
-    """The expert layout of snmn.layout.program_to_layout, each module with its program node.
-
-    A Find made of scene → filter_color → filter_shape names the last filter (the narrowest
-    set); the node of a Describe module is its comparison or query node.
-
-    >>> layout_with_nodes([("scene", ()), ("filter_size", (0,)), ("filter_shape", (1,)),
-    ...                    ("unique", (2,)), ("query_color", (3,))])
-    [('Find', 2), ('DescribeOne', 4)]
-    """
-    functions, inputs = pruned_program(program)
-    steps: list[tuple[str, int]] = []
-    for node in post_order(find_root(functions, inputs), inputs):
-        function = functions[node]
-        if function is None:
-            raise LayoutError(f"program node {node}: pruned into a comparison but read elsewhere")
-        module = FUNCTION_MODULES[function]
-        if module is None:
-            continue
-        if module == "Filter" and steps:
-            previous = steps[-1][0]
-            if previous == "Scene":
-                steps[-1] = ("Find", node)
-                continue
-            if previous in ("Find", "Filter"):
-                steps[-1] = (previous, node)
-                continue
-        steps.append((module, node))
-    return steps
 
 
 def selected_objects(program: Sequence[ProgramNode], scene: Scene) -> list[frozenset[int] | None]:

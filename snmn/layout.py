@@ -64,24 +64,38 @@ def program_to_layout(program: Sequence[tuple[str, Sequence[int]]]) -> list[str]
     ...                    ("unique", (2,)), ("query_color", (3,))])
     ['Find', 'DescribeOne']
     """
+    return [module for module, _ in layout_with_nodes(program)]
+
+
+def layout_with_nodes(program: Sequence[tuple[str, Sequence[int]]]) -> list[tuple[str, int]]:
+    """The expert layout, each module with the program node it stands for.
+
+    A Find made of scene → filter_color → filter_shape names the last filter (the narrowest
+    set); the node of a Describe module is its comparison or query node.
+
+    >>> layout_with_nodes([("scene", ()), ("filter_size", (0,)), ("filter_shape", (1,)),
+    ...                    ("unique", (2,)), ("query_color", (3,))])
+    [('Find', 2), ('DescribeOne', 4)]
+    """
     functions, inputs = pruned_program(program)
-    root = find_root(functions, inputs)
-    layout: list[str] = []
-    for i in post_order(root, inputs):
-        function = functions[i]
+    steps: list[tuple[str, int]] = []
+    for node in post_order(find_root(functions, inputs), inputs):
+        function = functions[node]
         if function is None:
-            raise LayoutError(f"program node {i}: pruned into a comparison but read elsewhere")
+            raise LayoutError(f"program node {node}: pruned into a comparison but read elsewhere")
         module = FUNCTION_MODULES[function]
         if module is None:
             continue
-        if module == "Filter" and layout:
-            if layout[-1] == "Scene":
-                layout[-1] = "Find"
+        if module == "Filter" and steps:
+            previous = steps[-1][0]
+            if previous == "Scene":  # scene → filter: one Find
+                steps[-1] = ("Find", node)
                 continue
-            if layout[-1] in ("Find", "Filter"):
+            if previous in ("Find", "Filter"):  # a further filter narrows the same step
+                steps[-1] = (previous, node)
                 continue
-        layout.append(module)
-    return layout
+        steps.append((module, node))
+    return steps
 
 
 def pad_layout(layout: Sequence[str], num_steps: int) -> list[int]:
