@@ -10,7 +10,8 @@ score the objects' share of the image: reported next to it as the chance level.
 
 Objects come from the scenes: the run-length masks of mini-CLEVR and CLEVR-Ref+ (visible
 pixels), or for real CLEVR a disc around each object's pixel centre, radius = focal length ×
-3D size / depth, nearer discs drawn over farther ones. Steps of modules that push no attention
+3D size / depth, nearer discs drawn over farther ones (pipeline.minclevr.render.object_ids, the
+same map pretraining labels its cells from). Steps of modules that push no attention
 (NoOp, DescribeOne, DescribeTwo) and steps whose node selects no object are not scored.
 
 Shape legend: T steps, N = H·W cells, K objects in a scene.
@@ -26,14 +27,11 @@ import numpy as np
 
 from pipeline.clevr import DataError, ProgramNode, Scene
 from pipeline.minclevr.executor import ExecutionError, ObjectIndex, run
-from pipeline.minclevr.render import decode_run_lengths
-from pipeline.minclevr.world import SIZES
+from pipeline.minclevr.render import object_ids
 from snmn.layout import layout_with_nodes
 
 # Modules whose step leaves a new attention map on top of the stack.
 ATTENTION_MODULES = ("Find", "Transform", "Filter", "And", "Or", "Scene")
-# CLEVR's camera: a 35 mm lens on a 32 mm sensor, 480 pixels wide → 525 pixels focal length.
-CLEVR_FOCAL_PIXELS = 240 / np.tan(np.radians(49.13 / 2))
 COVERAGE_CACHE = 256  # images whose object coverage is kept
 
 
@@ -57,29 +55,6 @@ def cell_index(grid: tuple[int, int], image_size: tuple[int, int]) -> np.ndarray
     rows = np.arange(height) * grid_height // height  # [height]
     cols = np.arange(width) * grid_width // width  # [width]
     return rows[:, None] * grid_width + cols[None, :]
-
-
-def object_labels(scene: Scene, image_size: tuple[int, int]) -> np.ndarray:
-    """[height, width] int: 0 background, k+1 where object k is seen (masks, else discs)."""
-    width, height = image_size
-    labels = np.zeros((height, width), np.int32)
-    if scene.masks is not None:
-        for k, text in enumerate(scene.masks):
-            try:
-                labels[decode_run_lengths(text, height, width)] = k + 1
-            except ValueError:
-                raise DataError(
-                    f"scene {scene.image_index}: object {k + 1}: mask does not cover "
-                    f"{width}x{height} pixels"
-                ) from None
-        return labels
-    ys, xs = np.mgrid[0:height, 0:width]
-    far_to_near = sorted(range(len(scene.objects)), key=lambda k: -scene.objects[k].pixel_coords[2])
-    for k in far_to_near:
-        x, y, depth = scene.objects[k].pixel_coords
-        radius = CLEVR_FOCAL_PIXELS * SIZES.get(scene.objects[k].size, 0.5) / max(depth, 1e-3)
-        labels[(xs - x) ** 2 + (ys - y) ** 2 <= radius**2] = k + 1
-    return labels
 
 
 def object_cell_pixels(labels: np.ndarray, cells: np.ndarray, num_objects: int) -> np.ndarray:
@@ -174,7 +149,8 @@ class FaithfulnessMeter:
         if found is None:
             if self._cells is None:
                 self._cells = cell_index(self.grid, self.image_size)
-            labels = object_labels(scene, self.image_size)
+            width, height = self.image_size
+            labels = object_ids(scene, (height, width), f"scene {scene.image_index}")
             pixels = object_cell_pixels(labels, self._cells, len(scene.objects))
             cell_pixels = np.bincount(self._cells.ravel(), minlength=pixels.shape[1])
             if len(self._coverage) >= COVERAGE_CACHE:  # questions come grouped by image

@@ -47,8 +47,8 @@ from pipeline.clevr import DataError, Scene, read_scenes
 from pipeline.config import ConfigError, ExtractConfig, PretrainConfig, to_dict
 from pipeline.devices import resolve_device
 from pipeline.images import load_image
-from pipeline.minclevr.render import decode_run_lengths
-from pipeline.minclevr.world import CAMERA_FOV_DEGREES, SIZES, VALUES
+from pipeline.minclevr.render import object_ids
+from pipeline.minclevr.world import VALUES
 
 log = logging.getLogger("snmn.pretrain")
 SPLIT = "train"  # the only split this module ever reads
@@ -88,32 +88,6 @@ def centre_cell(
     row = int(pixel_y * height / height0 // STRIDE)
     col = int(pixel_x * width / width0 // STRIDE)
     return min(max(row, 0), rows - 1), min(max(col, 0), cols - 1)
-
-
-def object_ids(scene: Scene, image_size: tuple[int, int], where: str) -> np.ndarray:
-    """[H0, W0] int16 map: 0 ground, k + 1 where object k is visible. From the scene's masks
-    when it has them, else discs of the object's projected radius around pixel_coords drawn far
-    to near (CLEVR's camera: a large object at depth 10 is a disc of radius ~36 px at 480×320)."""
-    height0, width0 = image_size
-    ids = np.zeros((height0, width0), dtype=np.int16)
-    if scene.masks is not None:
-        for k, text in enumerate(scene.masks):
-            try:
-                runs_total = sum(int(n) for n in text.split(","))
-                if runs_total != height0 * width0:
-                    raise ValueError(f"covers {runs_total} pixels, image has {height0 * width0}")
-                ids[decode_run_lengths(text, height0, width0)] = k + 1
-            except ValueError as error:
-                raise DataError(f"{where}: obj_mask of object {k}: {error}") from None
-        return ids
-    focal = (width0 / 2) / math.tan(math.radians(CAMERA_FOV_DEGREES) / 2)
-    ys, xs = np.mgrid[0:height0, 0:width0] + 0.5  # pixel centres
-    far_to_near = sorted(range(len(scene.objects)), key=lambda k: -scene.objects[k].pixel_coords[2])
-    for k in far_to_near:
-        x, y, depth = scene.objects[k].pixel_coords
-        radius = focal * SIZES.get(scene.objects[k].size, 0.5) / max(depth, 1e-3)
-        ids[(xs - x) ** 2 + (ys - y) ** 2 <= max(radius, 1.0) ** 2] = k + 1
-    return ids
 
 
 def cell_owners(

@@ -7,19 +7,21 @@ different brightness, a cylinder a shaded body and a lighter top ellipse, a sphe
 shading), and materials as matte Lambert shading (rubber) versus a darker, mirror-like look with a
 white specular highlight (metal). Objects are painted far to near (painter's order); the ID buffer
 repeats every silhouette with the object's number (0 = ground), which gives each object's visible
-pixels, its tight box [x, y, w, h] and its CLEVR-Ref+ run-length mask.
+pixels, its tight box [x, y, w, h] and its CLEVR-Ref+ run-length mask; `object_ids` turns a
+scene's masks back into that buffer (or approximates it with discs for scenes without masks).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.clevr import SceneObject
-from pipeline.minclevr.world import COLORS, SIZES, Camera
+from pipeline.clevr import DataError, Scene, SceneObject
+from pipeline.minclevr.world import CAMERA_FOV_DEGREES, COLORS, SIZES, Camera
 
 CYLINDER_SEGMENTS = 36
 GROUND_TOP, GROUND_BOTTOM = 112.0, 158.0  # grey level of the ground at the top / bottom row
@@ -331,3 +333,29 @@ def decode_run_lengths(text: str, height: int, width: int) -> np.ndarray:
     runs = [int(n) for n in text.split(",")]
     values = np.arange(len(runs)) % 2 == 1  # background, object, background, ...
     return np.repeat(values, runs).reshape(height, width)
+
+
+def object_ids(scene: Scene, image_size: tuple[int, int], where: str) -> np.ndarray:
+    """[H0, W0] int16 map: 0 ground, k + 1 where object k is visible. From the scene's masks
+    when it has them, else discs of the object's projected radius around pixel_coords drawn far
+    to near (CLEVR's camera: a large object at depth 10 is a disc of radius ~36 px at 480×320)."""
+    height0, width0 = image_size
+    ids = np.zeros((height0, width0), dtype=np.int16)
+    if scene.masks is not None:
+        for k, text in enumerate(scene.masks):
+            try:
+                runs_total = sum(int(n) for n in text.split(","))
+                if runs_total != height0 * width0:
+                    raise ValueError(f"covers {runs_total} pixels, image has {height0 * width0}")
+                ids[decode_run_lengths(text, height0, width0)] = k + 1
+            except ValueError as error:
+                raise DataError(f"{where}: obj_mask of object {k}: {error}") from None
+        return ids
+    focal = (width0 / 2) / math.tan(math.radians(CAMERA_FOV_DEGREES) / 2)
+    ys, xs = np.mgrid[0:height0, 0:width0] + 0.5  # pixel centres
+    far_to_near = sorted(range(len(scene.objects)), key=lambda k: -scene.objects[k].pixel_coords[2])
+    for k in far_to_near:
+        x, y, depth = scene.objects[k].pixel_coords
+        radius = focal * SIZES.get(scene.objects[k].size, 0.5) / max(depth, 1e-3)
+        ids[(xs - x) ** 2 + (ys - y) ** 2 <= max(radius, 1.0) ** 2] = k + 1
+    return ids

@@ -11,12 +11,7 @@ from pipeline.clevr import ProgramNode, Scene, SceneObject
 from pipeline.config import TokenizeConfig
 from pipeline.datasets import QuestionTable, read_question_table
 from pipeline.evaluation import log_numbers
-from pipeline.faithfulness import (
-    CLEVR_FOCAL_PIXELS,
-    FaithfulnessMeter,
-    layout_with_nodes,
-    object_labels,
-)
+from pipeline.faithfulness import FaithfulnessMeter, layout_with_nodes
 from pipeline.metrics import (
     SplitPredictions,
     layout_metrics,
@@ -25,7 +20,8 @@ from pipeline.metrics import (
     ref_metrics,
     vqa_metrics,
 )
-from pipeline.minclevr.render import run_lengths
+from pipeline.minclevr.render import object_ids, run_lengths
+from pipeline.minclevr.world import CAMERA_FOV_DEGREES
 from pipeline.paper import comparison, comparison_markdown, describe_dataset
 from pipeline.tokenization import tokenize
 from snmn.config import ModelConfig
@@ -279,8 +275,9 @@ def test_attention_share_on_the_objects_a_find_selects():
 def test_objects_without_masks_are_discs_nearer_over_farther():
     far = thing("red", "cube", 100, 100, depth=12.0)
     near = thing("blue", "sphere", 130, 100, depth=8.0, size="small")
-    labels = object_labels(Scene(0, "val", 0, "x.png", (far, near), {}, {}, None), (480, 320))
-    far_radius = CLEVR_FOCAL_PIXELS * 0.7 / 12.0  # about 31 pixels
+    labels = object_ids(Scene(0, "val", 0, "x.png", (far, near), {}, {}, None), (320, 480), "x")
+    focal_pixels = 240 / np.tan(np.radians(CAMERA_FOV_DEGREES / 2))  # 480 pixels wide
+    far_radius = focal_pixels * 0.7 / 12.0  # about 31 pixels
     assert labels[100, 100] == 1 and labels[100, int(100 - far_radius) + 2] == 1
     assert labels[100, int(100 - far_radius) - 2] == 0
     assert labels[100, 128] == 2  # inside both discs: the nearer one is seen
