@@ -31,6 +31,7 @@ from snmn.heads import AnswerHead, BoxHead
 from snmn.kb import KnowledgeBase
 from snmn.layout import MODULE_NAMES
 from snmn.modules import StepInputs, build_modules, validity_matrix
+from snmn.shared_products import SharedOperand
 from snmn.stack import StackState
 from snmn.text_encoder import TextEncoder
 
@@ -51,10 +52,15 @@ class SNMNOutput:
 
 @dataclass
 class _FastMaps:
-    """The fast path's per-batch products (model.md, "exact rewrites")."""
+    """The fast path's per-batch products (model.md, "exact rewrites").
 
-    kb_transposed: Tensor  # [B, D, N]
-    kb_squared_transposed: Tensor  # [B, D, N]
+    kb, kbᵀ and kb²ᵀ are SharedOperands: the steps' products against them get their kb
+    gradient from one product after the loop (snmn/shared_products.py).
+    """
+
+    kb: SharedOperand  # [B, N, D]
+    kb_transposed: SharedOperand  # [B, D, N]
+    kb_squared_transposed: SharedOperand  # [B, D, N]
     find_maps: Tensor  # [B, T, N] Find's map at every step
     scene_map: Tensor  # [B, N]
 
@@ -152,15 +158,18 @@ class SNMN(nn.Module):
 
     def _fast_maps(self, kb: Tensor, controls: Tensor) -> _FastMaps:
         """Everything that does not depend on the stack, for all T steps at once."""
-        kb_transposed = kb.transpose(1, 2).contiguous()  # [B, D, N]
-        kb_squared_transposed = kb_transposed.pow(2)  # [B, D, N]
+        transposed = kb.transpose(1, 2).contiguous()  # [B, D, N]
+        squared_transposed = transposed.pow(2)  # [B, D, N]
+        kb_transposed = SharedOperand(transposed)
+        kb_squared_transposed = SharedOperand(squared_transposed)
         return _FastMaps(
+            kb=SharedOperand(kb),
             kb_transposed=kb_transposed,
             kb_squared_transposed=kb_squared_transposed,
             find_maps=self.nmn["Find"].attention_all_steps(
                 kb_transposed, kb_squared_transposed, controls
             ),
-            scene_map=self.nmn["Scene"].attention_fast(kb_transposed, kb_squared_transposed),
+            scene_map=self.nmn["Scene"].attention_fast(transposed, squared_transposed),
         )
 
     def _step_inputs(
@@ -186,7 +195,8 @@ class SNMN(nn.Module):
             guard=guard,
             kb_transposed=fast.kb_transposed,
             kb_squared_transposed=fast.kb_squared_transposed,
-            pooled=st.attended_features(kb, torch.stack([top, below], dim=1)),  # [B, 2, D]
+            # x(top), x(below) as st.attended_features: softmax over the cells, then pool kb
+            pooled=fast.kb.left_product(torch.stack([top, below], dim=1).softmax(dim=2)),
         )
 
     def _step_weights(self, weights: Tensor, pointer: Tensor, hard_layout: bool) -> Tensor:
@@ -203,10 +213,12 @@ class SNMN(nn.Module):
         stacks = torch.stack([r.stack for r in results], dim=1)  # [B, M, N, L]
         pointers = torch.stack([r.pointer for r in results], dim=1)  # [B, M, L]
         memories = torch.stack([r.memory for r in results], dim=1)  # [B, M, Dm]
-        mix = weights.unsqueeze(1)  # [B, 1, M]
-        stack = torch.bmm(mix, stacks.flatten(2)).view_as(stacks[:, 0])
-        pointer = torch.bmm(mix, pointers).squeeze(1)
-        memory = torch.bmm(mix, memories).squeeze(1)
+        # broadcast products and sums over M: the backward of a [B,1,M] × [B,M,·] batched
+        # product is an outer product that batched GEMM computes slowly on a CPU
+        mix = weights.unsqueeze(2)  # [B, M, 1]
+        stack = (stacks * mix.unsqueeze(3)).sum(dim=1)  # [B, N, L]
+        pointer = (pointers * mix).sum(dim=1)  # [B, L]
+        memory = (memories * mix).sum(dim=1)  # [B, Dm]
         pointer = st.sharpen(
             pointer, self.config.pointer_sharpen, self.config.soft_pointer_temperature
         )

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from snmn import stack as st
 from snmn.kb import xavier_linear
+from snmn.shared_products import SharedOperand
 from snmn.stack import StackState
 
 NORM_EPS_SQUARED = 1e-12  # TF l2_normalize: x · rsqrt(max(Σx², 1e-12)), as in the official code
@@ -38,8 +39,8 @@ class StepInputs:
     find_map: Tensor  # [B, N] Find's map at this step (Filter reuses it)
     scene_map: Tensor  # [B, N]
     guard: bool  # stack pointer guard
-    kb_transposed: Tensor | None = None  # [B, D, N]; set (with the next) → fast rewrites
-    kb_squared_transposed: Tensor | None = None  # [B, D, N] elementwise square of kb
+    kb_transposed: SharedOperand | None = None  # [B, D, N]; set (with the next) → fast rewrites
+    kb_squared_transposed: SharedOperand | None = None  # [B, D, N] elementwise square of kb
     pooled: Tensor | None = None  # [B, 2, D] x(top), x(below); set → shared by the fast path
 
 
@@ -54,15 +55,18 @@ def normalized_conv(kb: Tensor, query: Tensor, conv: nn.Linear) -> Tensor:
 
 
 def normalized_conv_fast(
-    kb_transposed: Tensor, kb_squared_transposed: Tensor, queries: Tensor, conv: nn.Linear
+    kb_transposed: SharedOperand,
+    kb_squared_transposed: SharedOperand,
+    queries: Tensor,
+    conv: nn.Linear,
 ) -> Tensor:
     """The same for K queries [B, K, D] at once, via (w⊙v)·kb and v²·kb² → maps [B, K, N].
 
     Takes kb as [B, D, N] (contiguous): row-vector products against it are several times
     faster, forward and backward, than products against [B, N, D] on CPU.
     """
-    numerator = torch.bmm(queries * conv.weight, kb_transposed)  # [B, K, N]
-    squared_norm = torch.bmm(queries.pow(2), kb_squared_transposed)  # [B, K, N]
+    numerator = kb_transposed.left_product(queries * conv.weight)  # [B, K, N]
+    squared_norm = kb_squared_transposed.left_product(queries.pow(2))  # [B, K, N]
     return numerator * torch.rsqrt(squared_norm.clamp_min(NORM_EPS_SQUARED)) + conv.bias
 
 
@@ -121,7 +125,10 @@ class Find(nn.Module):
         return normalized_conv(kb, self.map_control(control), self.conv)
 
     def attention_all_steps(
-        self, kb_transposed: Tensor, kb_squared_transposed: Tensor, controls: Tensor
+        self,
+        kb_transposed: SharedOperand,
+        kb_squared_transposed: SharedOperand,
+        controls: Tensor,
     ) -> Tensor:
         """Fast maps for all T controls [B, T, E], one product each with kb and kb²: [B, T, N]."""
         queries = self.map_control(controls)  # [B, T, D]

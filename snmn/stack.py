@@ -61,8 +61,12 @@ def pop(pointer: Tensor, guard: bool = True) -> Tensor:
 
 
 def read(stack: Tensor, pointer: Tensor) -> Tensor:
-    """The map at the pointer: Σ_i A_i p_i ([B, N, L], [B, L] → [B, N])."""
-    return torch.bmm(stack, pointer.unsqueeze(2)).squeeze(2)
+    """The map at the pointer: Σ_i A_i p_i ([B, N, L], [B, L] → [B, N]).
+
+    A broadcast product and a sum rather than a batched matrix-vector product: the backward of
+    the latter is an outer product that batched GEMM computes slowly on a CPU.
+    """
+    return (stack * pointer.unsqueeze(1)).sum(dim=2)
 
 
 def write(stack: Tensor, pointer: Tensor, value: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ import torch
 from snmn import modules as nm
 from snmn import stack as st
 from snmn.layout import MODULE_NAMES
+from snmn.shared_products import SharedOperand
 from snmn.stack import StackState
 
 CELLS, LENGTH, KB_DIM, CONTROL_DIM, MEMORY_DIM = 4, 5, 6, 3, 7
@@ -40,8 +41,8 @@ def step_inputs(fast: bool = False, state: StackState | None = None) -> nm.StepI
     if fast:
         top = st.read(state.stack, state.pointer)
         below = st.read(state.stack, st.pop(state.pointer))
-        inputs.kb_transposed = kb.transpose(1, 2).contiguous()
-        inputs.kb_squared_transposed = inputs.kb_transposed.pow(2)
+        inputs.kb_transposed = SharedOperand(kb.transpose(1, 2).contiguous())
+        inputs.kb_squared_transposed = SharedOperand(kb.transpose(1, 2).pow(2))
         inputs.pooled = st.attended_features(kb, torch.stack([top, below], dim=1))
     return inputs
 
@@ -144,7 +145,8 @@ def test_find_and_scene_maps_fast_equal_reference(modules):
     torch.manual_seed(2)
     kb, controls = torch.randn(2, CELLS, KB_DIM), torch.randn(2, 3, CONTROL_DIM)
     kb_t = kb.transpose(1, 2).contiguous()
-    fast = modules["Find"].attention_all_steps(kb_t, kb_t.pow(2), controls)
+    shared = SharedOperand(kb_t), SharedOperand(kb_t.pow(2))
+    fast = modules["Find"].attention_all_steps(*shared, controls)
     for step in range(3):
         reference = modules["Find"].attention(kb, controls[:, step])
         assert torch.allclose(fast[:, step], reference, atol=1e-5)
