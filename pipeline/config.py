@@ -153,7 +153,9 @@ class TrainConfig:
     use_layouts: bool = True  # supervise the controller with expert layouts
     iterations: int = 200_000  # official
     batch_size: int = 64  # global batch, split over the workers; official
-    learning_rate: float = 1e-4  # Adam; official
+    learning_rate: float = 1e-4  # Adam; official (peak value when a schedule is set)
+    warmup_iterations: int = 0  # linear warm-up from 0 to learning_rate; official: none
+    lr_schedule: str = "constant"  # constant (official) | cosine: decay to 0 at `iterations`
     weight_decay: float = 1e-5  # L2 on conv/linear weights only; official
     grad_clip: float = 8.0  # global norm; official
     ema_decay: float = 0.999  # official
@@ -184,6 +186,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         choices = {
             "placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+            "lr_schedule": ("constant", "cosine"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -200,6 +203,10 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}: must be at least 1, got {getattr(self, name)}")
+        if self.warmup_iterations < 0:
+            raise ConfigError(
+                f"train.warmup_iterations: must be 0 or more, got {self.warmup_iterations}"
+            )
         if self.batch_size % self.num_workers:
             raise ConfigError(
                 f"train.batch_size {self.batch_size} must divide evenly over "

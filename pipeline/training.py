@@ -241,6 +241,9 @@ def train_loop(
     last_logged = start
     metrics: dict[str, float] = {}
     for step in range(start, train.iterations):
+        rate = learning_rate(train, step)
+        for group in optimizer.param_groups:
+            group["lr"] = rate
         for data in tasks:
             batch = to_device(next(batches[data.task]), device)
             optimizer.zero_grad(set_to_none=True)
@@ -257,7 +260,7 @@ def train_loop(
             metrics["questions_per_s"] = (
                 (done - last_logged) * train.batch_size * len(tasks) / max(seconds, 1e-9)
             )
-            metrics["learning_rate"] = train.learning_rate
+            metrics["learning_rate"] = rate
             if done % train.eval_every == 0 or last:
                 metrics.update(validate(ema.average, tasks, train, grid, device, worker))
             if is_chief:
@@ -285,6 +288,17 @@ def train_loop(
 
         write_training_outputs(config, model_config, ema.average, history, tracker, tracking)
     return metrics
+
+
+def learning_rate(train, step: int) -> float:
+    """Adam's rate at iteration `step` (0-based): linear warm-up, then constant or cosine to 0."""
+    if step < train.warmup_iterations:
+        return train.learning_rate * (step + 1) / train.warmup_iterations
+    if train.lr_schedule == "constant":
+        return train.learning_rate
+    decaying = max(1, train.iterations - train.warmup_iterations)
+    progress = min(1.0, (step - train.warmup_iterations) / decaying)
+    return train.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def backward(
