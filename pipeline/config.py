@@ -156,6 +156,8 @@ class TrainConfig:
     learning_rate: float = 1e-4  # Adam; official (peak value when a schedule is set)
     warmup_iterations: int = 0  # linear warm-up from 0 to learning_rate; official: none
     lr_schedule: str = "constant"  # constant (official) | cosine: decay to 0 at `iterations`
+    curriculum_iterations: int = 0  # first iterations on short questions only; official: 0
+    curriculum_max_modules: int = 2  # "short": an expert layout of at most this many modules
     weight_decay: float = 1e-5  # L2 on conv/linear weights only; official
     grad_clip: float = 8.0  # global norm; official
     ema_decay: float = 0.999  # official
@@ -203,10 +205,9 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}: must be at least 1, got {getattr(self, name)}")
-        if self.warmup_iterations < 0:
-            raise ConfigError(
-                f"train.warmup_iterations: must be 0 or more, got {self.warmup_iterations}"
-            )
+        for name in ("warmup_iterations", "curriculum_iterations"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name}: must be 0 or more, got {getattr(self, name)}")
         if self.batch_size % self.num_workers:
             raise ConfigError(
                 f"train.batch_size {self.batch_size} must divide evenly over "

@@ -152,14 +152,25 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
     """
 
     def __init__(
-        self, size: int, batch_size: int, rank: int, world_size: int, seed: int, start_step: int
+        self,
+        size: int,
+        batch_size: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        start_step: int,
+        rows: np.ndarray | None = None,
     ) -> None:
-        self.size, self.batch_size = size, batch_size
+        """`rows`: draw only these question rows (a curriculum's first phase); None = all."""
+        self.rows = None if rows is None else torch.as_tensor(rows, dtype=torch.int64)
+        self.size = size if rows is None else len(rows)
+        self.batch_size = batch_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
-        self.batches_per_epoch = size // (batch_size * world_size)
+        self.batches_per_epoch = self.size // (batch_size * world_size)
         if self.batches_per_epoch < 1:
             raise DataError(
-                f"{size} questions are fewer than one global batch of {batch_size * world_size}"
+                f"{self.size} questions are fewer than one global batch of "
+                f"{batch_size * world_size}"
             )
         self.start_step = start_step
 
@@ -169,12 +180,56 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
             epoch, offset = divmod(step, self.batches_per_epoch)
             generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             order = torch.randperm(self.size, generator=generator)[self.rank :: self.world_size]
+            if self.rows is not None:
+                order = self.rows[order]
             for batch in range(offset, self.batches_per_epoch):
                 yield order[batch * self.batch_size : (batch + 1) * self.batch_size].tolist()
                 step += 1
 
     def __len__(self) -> int:  # one epoch
         return self.batches_per_epoch
+
+
+class CurriculumBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches of short questions for the first `switch_step` iterations, then of all of them.
+
+    "What color is the metal cylinder?" (Find, DescribeOne) before "Is there a brown thing left
+    of the small brown rubber sphere?" (five modules): `short_rows` are the questions whose
+    expert layout has few modules. Resumable at any step, like EpochBatchSampler.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        short_rows: np.ndarray,
+        switch_step: int,
+        batch_size: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        start_step: int,
+    ) -> None:
+        shared = dict(batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
+        self.switch_step, self.start_step = switch_step, start_step
+        self.short = EpochBatchSampler(
+            size, **shared, start_step=min(start_step, switch_step), rows=short_rows
+        )
+        self.all = EpochBatchSampler(size, **shared, start_step=max(0, start_step - switch_step))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        short = iter(self.short)
+        for _ in range(self.start_step, self.switch_step):
+            yield next(short)
+        yield from self.all
+
+    def __len__(self) -> int:  # one epoch of all questions
+        return len(self.all)
+
+
+def layout_sizes(layouts: np.ndarray, noop: int = 0) -> np.ndarray:
+    """Modules other than NoOp in each expert layout ([N, T] → [N]); -1 where there is none."""
+    sizes = (layouts != noop).sum(axis=1)
+    return np.where(layouts[:, 0] < 0, -1, sizes)
 
 
 def evaluation_rows(size: int, rank: int, world_size: int, limit: int = 0) -> list[int]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -30,10 +31,12 @@ from torch.utils.data import DataLoader
 from pipeline import checkpoint as ckpt
 from pipeline.config import Config, ConfigError, to_dict
 from pipeline.datasets import (
+    CurriculumBatchSampler,
     EpochBatchSampler,
     QuestionDataset,
     evaluation_rows,
     identity_collate,
+    layout_sizes,
     read_question_table,
 )
 from pipeline.evaluation import accuracy_counts, all_reduce_sum, answer_hits, box_hits, to_device
@@ -219,14 +222,7 @@ def train_loop(
         data.task: iter(
             DataLoader(
                 data.train,
-                batch_sampler=EpochBatchSampler(
-                    len(data.train),
-                    per_rank,
-                    worker.rank,
-                    worker.world_size,
-                    seed=train.seed + index,
-                    start_step=start,
-                ),
+                batch_sampler=batch_sampler(data, train, per_rank, worker, index, start),
                 collate_fn=identity_collate,
                 num_workers=train.loader_workers,
                 persistent_workers=train.loader_workers > 0,
@@ -288,6 +284,24 @@ def train_loop(
 
         write_training_outputs(config, model_config, ema.average, history, tracker, tracking)
     return metrics
+
+
+def batch_sampler(
+    data: TaskData, train, per_rank: int, worker: WorkerContext, index: int, start: int
+) -> EpochBatchSampler | CurriculumBatchSampler:
+    """This rank's batches of one task from iteration `start`: shuffled, or a curriculum."""
+    shared = dict(
+        batch_size=per_rank,
+        rank=worker.rank,
+        world_size=worker.world_size,
+        seed=train.seed + index,
+        start_step=start,
+    )
+    if not train.curriculum_iterations:
+        return EpochBatchSampler(len(data.train), **shared)
+    sizes = layout_sizes(data.train.questions.layouts)
+    short = np.flatnonzero((sizes >= 1) & (sizes <= train.curriculum_max_modules))
+    return CurriculumBatchSampler(len(data.train), short, train.curriculum_iterations, **shared)
 
 
 def learning_rate(train, step: int) -> float:

@@ -1,11 +1,17 @@
-"""EpochBatchSampler: disjoint rank shares, a fresh order every epoch, exact resume from a step."""
+"""Batch samplers: disjoint rank shares, a fresh order every epoch, a curriculum, exact resume."""
 
 import itertools
 
+import numpy as np
 import pytest
 
 from pipeline.clevr import DataError
-from pipeline.datasets import EpochBatchSampler, evaluation_rows
+from pipeline.datasets import (
+    CurriculumBatchSampler,
+    EpochBatchSampler,
+    evaluation_rows,
+    layout_sizes,
+)
 
 
 def take(sampler, count):
@@ -43,3 +49,20 @@ def test_evaluation_rows_split_without_padding_or_overlap():
     shares = [evaluation_rows(7, rank, 3) for rank in range(3)]
     assert sorted(sum(shares, [])) == list(range(7))
     assert evaluation_rows(7, 0, 1, limit=3) == [0, 1, 2]
+
+
+def test_layout_sizes_count_modules_other_than_noop():
+    layouts = np.array([[1, 7, 0, 0], [1, 1, 8, 0], [-1, -1, -1, -1]])  # NoOp is 0
+    assert layout_sizes(layouts).tolist() == [2, 3, -1]
+
+
+def test_curriculum_draws_short_questions_first_then_all_and_resumes_exactly():
+    short = np.array([3, 5, 8, 13, 21, 34])
+    sampler = CurriculumBatchSampler(40, short, 4, 2, 0, 1, seed=3, start_step=0)
+    batches = take(sampler, 30)
+    assert all(set(batch) <= set(short.tolist()) for batch in batches[:4])
+    later = set(sum(batches[4:], []))
+    assert later == set(range(40))  # then every question, in epochs of 20 batches
+    for start in (2, 4, 9):
+        resumed = CurriculumBatchSampler(40, short, 4, 2, 0, 1, seed=3, start_step=start)
+        assert take(resumed, 30 - start) == batches[start:]
