@@ -156,8 +156,10 @@ class TrainConfig:
     learning_rate: float = 1e-4  # Adam; official (peak value when a schedule is set)
     warmup_iterations: int = 0  # linear warm-up from 0 to learning_rate; official: none
     lr_schedule: str = "constant"  # constant (official) | cosine: decay to 0 at `iterations`
-    curriculum_iterations: int = 0  # first iterations on short questions only; official: 0
-    curriculum_max_modules: int = 2  # "short": an expert layout of at most this many modules
+    # A curriculum (official: none): stage k lasts curriculum_iterations[k] iterations and draws
+    # only questions whose expert layout has at most curriculum_max_modules[k] modules.
+    curriculum_iterations: list[int] = field(default_factory=list)
+    curriculum_max_modules: list[int] = field(default_factory=list)
     weight_decay: float = 1e-5  # L2 on conv/linear weights only; official
     grad_clip: float = 8.0  # global norm; official
     ema_decay: float = 0.999  # official
@@ -205,9 +207,19 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}: must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_iterations", "curriculum_iterations"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name}: must be 0 or more, got {getattr(self, name)}")
+        if self.warmup_iterations < 0:
+            raise ConfigError(
+                f"train.warmup_iterations: must be 0 or more, got {self.warmup_iterations}"
+            )
+        if len(self.curriculum_iterations) != len(self.curriculum_max_modules):
+            raise ConfigError(
+                "train.curriculum_iterations and train.curriculum_max_modules: one value per "
+                f"stage, got {len(self.curriculum_iterations)} and "
+                f"{len(self.curriculum_max_modules)}"
+            )
+        for name in ("curriculum_iterations", "curriculum_max_modules"):
+            if any(value < 1 for value in getattr(self, name)):
+                raise ConfigError(f"train.{name}: every stage must be at least 1")
         if self.batch_size % self.num_workers:
             raise ConfigError(
                 f"train.batch_size {self.batch_size} must divide evenly over "

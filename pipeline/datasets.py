@@ -14,6 +14,7 @@ run sees exactly the batches the uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,18 +192,19 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
 
 
 class CurriculumBatchSampler(torch.utils.data.Sampler[list[int]]):
-    """Batches of short questions for the first `switch_step` iterations, then of all of them.
+    """Batches of short questions first, then longer ones, then all of them.
 
     "What color is the metal cylinder?" (Find, DescribeOne) before "Is there a brown thing left
-    of the small brown rubber sphere?" (five modules): `short_rows` are the questions whose
-    expert layout has few modules. Resumable at any step, like EpochBatchSampler.
+    of the small brown rubber sphere?" (five modules): stage k lasts `stage_steps[k]` iterations
+    and draws only `stage_rows[k]`; after the last stage every question is drawn. Resumable at
+    any step, like EpochBatchSampler.
     """
 
     def __init__(
         self,
         size: int,
-        short_rows: np.ndarray,
-        switch_step: int,
+        stage_rows: list[np.ndarray],
+        stage_steps: list[int],
         batch_size: int,
         rank: int,
         world_size: int,
@@ -210,16 +212,18 @@ class CurriculumBatchSampler(torch.utils.data.Sampler[list[int]]):
         start_step: int,
     ) -> None:
         shared = dict(batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
-        self.switch_step, self.start_step = switch_step, start_step
-        self.short = EpochBatchSampler(
-            size, **shared, start_step=min(start_step, switch_step), rows=short_rows
-        )
-        self.all = EpochBatchSampler(size, **shared, start_step=max(0, start_step - switch_step))
+        self.stages: list[tuple[int, EpochBatchSampler]] = []  # (iterations left, sampler)
+        begin = 0
+        for rows, steps in zip(stage_rows, stage_steps, strict=True):
+            done = min(max(0, start_step - begin), steps)
+            sampler = EpochBatchSampler(size, **shared, start_step=done, rows=rows)
+            self.stages.append((steps - done, sampler))
+            begin += steps
+        self.all = EpochBatchSampler(size, **shared, start_step=max(0, start_step - begin))
 
     def __iter__(self) -> Iterator[list[int]]:
-        short = iter(self.short)
-        for _ in range(self.start_step, self.switch_step):
-            yield next(short)
+        for steps, sampler in self.stages:
+            yield from itertools.islice(iter(sampler), steps)
         yield from self.all
 
     def __len__(self) -> int:  # one epoch of all questions

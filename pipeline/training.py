@@ -300,8 +300,20 @@ def batch_sampler(
     if not train.curriculum_iterations:
         return EpochBatchSampler(len(data.train), **shared)
     sizes = layout_sizes(data.train.questions.layouts)
-    short = np.flatnonzero((sizes >= 1) & (sizes <= train.curriculum_max_modules))
-    return CurriculumBatchSampler(len(data.train), short, train.curriculum_iterations, **shared)
+    stage_rows = []
+    for most in train.curriculum_max_modules:
+        rows = np.flatnonzero((sizes >= 1) & (sizes <= most))
+        if len(rows) < train.batch_size:
+            raise ConfigError(
+                f"train.curriculum_max_modules: only {len(rows)} questions of split "
+                f"{data.train.questions.split!r} have an expert layout of at most {most} "
+                f"modules, fewer than one batch of {train.batch_size}: allow more modules or "
+                "drop the stage"
+            )
+        stage_rows.append(rows)
+    return CurriculumBatchSampler(
+        len(data.train), stage_rows, list(train.curriculum_iterations), **shared
+    )
 
 
 def learning_rate(train, step: int) -> float:

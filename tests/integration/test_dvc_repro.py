@@ -58,7 +58,14 @@ def tiny_params(path: Path) -> None:
     )
     params["model"].update(TINY_MODEL)
     params["train"].update(
-        iterations=4, batch_size=8, log_every=2, eval_every=4, checkpoint_every=2
+        iterations=4,
+        batch_size=8,
+        log_every=2,
+        eval_every=4,
+        checkpoint_every=2,
+        warmup_iterations=1,
+        curriculum_iterations=[2],
+        curriculum_max_modules=[3],
     )
     params["evaluate"].update(baseline_iterations=5, baseline_batch_size=8)
     params["report"].update(num_examples=2, candidates=16)

@@ -56,13 +56,15 @@ def test_layout_sizes_count_modules_other_than_noop():
     assert layout_sizes(layouts).tolist() == [2, 3, -1]
 
 
-def test_curriculum_draws_short_questions_first_then_all_and_resumes_exactly():
-    short = np.array([3, 5, 8, 13, 21, 34])
-    sampler = CurriculumBatchSampler(40, short, 4, 2, 0, 1, seed=3, start_step=0)
+def test_curriculum_goes_stage_by_stage_then_all_and_resumes_exactly():
+    shortest = np.array([3, 5, 8, 13, 21, 34])
+    short = np.concatenate([shortest, np.arange(20, 30)])
+    sampler = CurriculumBatchSampler(40, [shortest, short], [4, 3], 2, 0, 1, 3, start_step=0)
     batches = take(sampler, 30)
-    assert all(set(batch) <= set(short.tolist()) for batch in batches[:4])
-    later = set(sum(batches[4:], []))
-    assert later == set(range(40))  # then every question, in epochs of 20 batches
-    for start in (2, 4, 9):
-        resumed = CurriculumBatchSampler(40, short, 4, 2, 0, 1, seed=3, start_step=start)
+    assert all(set(batch) <= set(shortest.tolist()) for batch in batches[:4])
+    assert all(set(batch) <= set(short.tolist()) for batch in batches[4:7])
+    assert set(sum(batches[4:7], [])) - set(shortest.tolist())  # the second stage adds rows
+    assert set(sum(batches[7:], [])) == set(range(40))  # then every question
+    for start in (2, 4, 6, 7, 9):
+        resumed = CurriculumBatchSampler(40, [shortest, short], [4, 3], 2, 0, 1, 3, start)
         assert take(resumed, 30 - start) == batches[start:]
