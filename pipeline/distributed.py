@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,9 @@ JOB_EXCLUDES = [
 ]
 
 
+AGENT_WAIT_S = 60  # how long `submit_job` waits for a head node's job agent
+
+
 def submit_job(
     address: str, params_path: str, project_dir: str | Path, wait: bool, timeout_s: float = 3600
 ) -> tuple[str, str]:
@@ -194,13 +198,11 @@ def submit_job(
     The cluster's nodes need the project's packages (docker/ images) and every path in params
     reachable from every node (shared storage); MLflow should be an http:// tracking server.
     """
-    import time
-
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     quiet_ray_environment()
     client = JobSubmissionClient(address)
-    job_id = client.submit_job(
+    job = dict(
         entrypoint=f"python -m stages.cli train --params {params_path}",
         runtime_env={
             "working_dir": str(Path(project_dir).resolve()),
@@ -208,6 +210,17 @@ def submit_job(
             "env_vars": {key: os.environ.get(key, value) for key, value in RAY_ENVIRONMENT.items()},
         },
     )
+    # A head node that has just started (or a busy one) answers "No available agent to submit
+    # job, please try again later" until its job agent is up: try again for up to a minute.
+    agent_deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            job_id = client.submit_job(**job)
+            break
+        except RuntimeError as error:
+            if "No available agent" not in str(error) or time.monotonic() > agent_deadline:
+                raise
+            time.sleep(2)
     if not wait:
         return job_id, str(client.get_job_status(job_id))
     deadline = time.monotonic() + timeout_s
