@@ -187,7 +187,7 @@ JOB_EXCLUDES = [
 ]
 
 
-AGENT_WAIT_S = 60  # how long `submit_job` waits for a head node's job agent
+AGENT_WAIT_S = 180  # how long `submit_job` waits for a head node's job agent
 
 
 def submit_job(
@@ -211,7 +211,7 @@ def submit_job(
         },
     )
     # A head node that has just started (or a busy one) answers "No available agent to submit
-    # job, please try again later" until its job agent is up: try again for up to a minute.
+    # job, please try again later" until its job agent is up: try again for up to 3 minutes.
     agent_deadline = time.monotonic() + AGENT_WAIT_S
     while True:
         try:
