@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from pipeline.clevr import DataError
 from pipeline.shards import FeatureStore, manifest_path
 from pipeline.tables import padded, read_parquet
+from snmn.layout import NOOP
 
 COLUMNS = [
     "image_index",
@@ -162,7 +163,7 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
         start_step: int,
         rows: np.ndarray | None = None,
     ) -> None:
-        """`rows`: draw only these question rows (a curriculum's first phase); None = all."""
+        """`rows`: draw only these question rows (a curriculum stage); None = all `size`."""
         self.rows = None if rows is None else torch.as_tensor(rows, dtype=torch.int64)
         self.size = size if rows is None else len(rows)
         self.batch_size = batch_size
@@ -230,9 +231,9 @@ class CurriculumBatchSampler(torch.utils.data.Sampler[list[int]]):
         return len(self.all)
 
 
-def layout_sizes(layouts: np.ndarray, noop: int = 0) -> np.ndarray:
+def layout_sizes(layouts: np.ndarray) -> np.ndarray:
     """Modules other than NoOp in each expert layout ([N, T] → [N]); -1 where there is none."""
-    sizes = (layouts != noop).sum(axis=1)
+    sizes = (layouts != NOOP).sum(axis=1)
     return np.where(layouts[:, 0] < 0, -1, sizes)
 
 
