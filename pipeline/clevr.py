@@ -22,7 +22,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
-# Number of program inputs each CLEVR function reads (data.md, "Functions").
+# Number of program inputs each CLEVR function reads (the CLEVR v1.0 program format).
 FUNCTION_ARITY: dict[str, int] = {
     "scene": 0,
     **{f"filter_{a}": 1 for a in ("color", "shape", "size", "material")},

@@ -2,9 +2,10 @@
 
 "Are there more cubes than spheres?" ends in `greater_than`, so its hit or miss counts towards
 compare_number; "What color is the large cube?" ends in `query_color` and counts towards
-query_attribute (data.md, "Question types", routed by the last program function). Every number
-here is an integer count (correct, total) and its ratio; the evaluated rows are checked to be
-distinct, so no question is counted twice. A CLEVR-Ref box is found when IoU ≥ 0.5 (P@1).
+query_attribute (the five question types of the CLEVR paper, Johnson et al. 2017, routed by the last
+program function). Every number here is an integer count (correct, total) and its ratio; the
+evaluated rows are checked to be distinct, so no question is counted twice. A CLEVR-Ref box is found
+when IoU ≥ 0.5 (P@1).
 
 Shape legend: N evaluated questions, T steps, M modules.
 """

@@ -2,10 +2,10 @@
 
 "How many cubes are there?" answered right 96.6% of the time on CLEVR val is the paper's headline
 (VQA with expert layouts); the public PyTorch port reports 96.1% for the same setting. This file
-holds that table (model.md, "Published numbers") with where each number comes from, decides
-which row a trained model belongs to (task, with or without expert layouts), and writes the
-comparison as Markdown and JSON. It says plainly which dataset the run used: numbers on the
-offline mini-CLEVR, or on features from untrained weights, are not comparable with the paper's.
+holds that table (Hu et al., ECCV 2018, Tables 1 and 2; the port's README) with where each number
+comes from, decides which row a trained model belongs to (task, with or without expert layouts), and
+writes the comparison as Markdown and JSON. It says plainly which dataset the run used: numbers on
+the offline mini-CLEVR, or on features from untrained weights, are not comparable with the paper's.
 """
 
 from __future__ import annotations

@@ -2,19 +2,19 @@
 
 "What material is the small cyan cylinder?" can only be answered from features in which the cell
 under that cylinder says "small, cyan, rubber/metal, cylinder". Random-init ResNets barely do
-(platform-notes.md), and ImageNet weights need a download. Every CLEVR scene file lists each
-object's attributes and position, so this trains the same truncated ResNet that `snmn extract`
-runs (pipeline/backbone.py) to name them: each cell of the h×w layer3 grid is labelled with the
-object that covers it (visible masks where the scenes have them, a disc around pixel_coords
-otherwise), and five 1×1 conv heads (object / empty, colour 8, shape 3, material 2, size 2) are
-trained with cross-entropy over the cells. In the attribute losses every object weighs the same
-(a small sphere far back is one cell, a large cube in front a dozen), half of it on the cell under
-its centre, which must name the object even when a nearer one hides most of it; each training
-image is mirrored left to right with probability 1/2 (1,400 images are few, and a mirrored scene
-has the same objects). Only images/train and {dataset}_train_scenes.json are read; the last
-`holdout_images` train images are kept out of training to report a held-out accuracy (of all
-object cells, so a little below the probe's centre cells). Images are decoded once into a uint8
-tensor [N, H, W, 3] at the extractor's input size.
+(benchmarks/probe_features.py probes both), and ImageNet weights need a download. Every CLEVR scene
+file lists each object's attributes and position, so this trains the same truncated ResNet that
+`snmn extract` runs (pipeline/backbone.py) to name them: each cell of the h×w layer3 grid is
+labelled with the object that covers it (visible masks where the scenes have them, a disc around
+pixel_coords otherwise), and five 1×1 conv heads (object / empty, colour 8, shape 3, material 2,
+size 2) are trained with cross-entropy over the cells. In the attribute losses every object weighs
+the same (a small sphere far back is one cell, a large cube in front a dozen), half of it on the
+cell under its centre, which must name the object even when a nearer one hides most of it; each
+training image is mirrored left to right with probability 1/2 (1,400 images are few, and a mirrored
+scene has the same objects). Only images/train and {dataset}_train_scenes.json are read; the last
+`holdout_images` train images are kept out of training to report a held-out accuracy (of all object
+cells, so a little below the probe's centre cells). Images are decoded once into a uint8 tensor [N,
+H, W, 3] at the extractor's input size.
 
 Outputs: the truncated backbone's state_dict (what extract.weights loads), a metrics JSON and a
 CSV training curve. A checkpoint written after every epoch lets a killed run resume; the same
