@@ -368,26 +368,26 @@ def _percent(entry: dict[str, Any]) -> str:
 
 
 def training_run(payload: dict[str, Any], run_id: str, project_dir: str | Path):
-    """A tracker on the MLflow run that trained the model, or None (with a note) if unknown."""
-    from pipeline.launch import RUN_ID_FILE, run_name
+    """A tracker on the MLflow run that trained the model, or None (with a note) if unknown.
+
+    `run_id` (evaluate.mlflow_run_id) wins; otherwise the run recorded in model.pt by the
+    training that wrote it.
+    """
     from pipeline.tracking import MlflowTracker, resolve_tracking_uri
 
     recorded = payload.get("mlflow") or {}
-    if not run_id and recorded.get("run_id"):  # written by the training itself
-        _say(f"logging to MLflow run {recorded['run_id']} at {recorded['tracking_uri']}", "mlflow")
-        return MlflowTracker(recorded["tracking_uri"], recorded["run_id"])
-    try:
-        trained = from_dict(Config, payload["config"], where="model.pt config")
-    except (ConfigError, KeyError) as error:
-        _say(f"not logging: the model config does not load ({error})", "mlflow")
-        return None
-    uri = resolve_tracking_uri(trained.train.mlflow_tracking_uri, project_dir)
-    if not run_id:
-        path = Path(project_dir, trained.train.runs_dir, run_name(trained), RUN_ID_FILE)
-        if not path.is_file():
-            _say(f"not logging: {path} not found (set evaluate.mlflow_run_id)", "mlflow")
+    if run_id:
+        try:
+            trained = from_dict(Config, payload["config"], where="model.pt config")
+        except (ConfigError, KeyError) as error:
+            _say(f"not logging: the model config does not load ({error})", "mlflow")
             return None
-        run_id = path.read_text().strip()
+        uri = resolve_tracking_uri(trained.train.mlflow_tracking_uri, project_dir)
+    elif recorded.get("run_id"):
+        run_id, uri = recorded["run_id"], recorded["tracking_uri"]
+    else:
+        _say("not logging: model.pt records no MLflow run (set evaluate.mlflow_run_id)", "mlflow")
+        return None
     _say(f"logging to MLflow run {run_id} at {uri}", "mlflow")
     return MlflowTracker(uri, run_id)
 

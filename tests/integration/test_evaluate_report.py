@@ -14,7 +14,7 @@ import pytest
 from pipeline.config import Config, EvaluateConfig, ReportConfig
 from pipeline.datasets import QuestionDataset, read_question_table
 from pipeline.evaluation import accuracy_counts, evaluate
-from pipeline.launch import RUN_ID_FILE, run_name
+from pipeline.launch import run_name
 from pipeline.outputs import load_trained_model
 from pipeline.report import visualize
 from pipeline.tracking import resolve_tracking_uri, start_run
@@ -36,10 +36,8 @@ def train_with_mlflow_run(tiny_data: Path, work: Path, task: str):
     )
     uri = resolve_tracking_uri(config.train.mlflow_tracking_uri, work)
     run_id = start_run(uri, "tests", run_name(config), {}, {})
-    folder = Path(config.train.runs_dir) / run_name(config)
-    folder.mkdir(parents=True)
-    (folder / RUN_ID_FILE).write_text(run_id + "\n")
-    train_loop(config, WorkerContext(), LocalReporter(work / "checkpoints"), {})
+    tracking = {"tracking_uri": uri, "run_id": run_id}
+    train_loop(config, WorkerContext(), LocalReporter(work / "checkpoints"), tracking)
     return config, uri, run_id
 
 
