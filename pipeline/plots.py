@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -23,12 +24,41 @@ from PIL import Image
 
 from pipeline.clevr import DataError
 from pipeline.tables import write_atomic
-from snmn.layout import MODULE_NAMES
-
-if TYPE_CHECKING:
-    from pipeline.report import Example
+from snmn.layout import MODULE_NAMES, NOOP
 
 DPI = 80
+
+
+@dataclass
+class Example:
+    """One question as the report shows it."""
+
+    task: str  # vqa | ref
+    split: str
+    row: int
+    image: np.ndarray  # [height, width, 3] uint8
+    question: str
+    words: list[str]  # [S]
+    expert: list[str]  # expert layout without NoOp padding ([] without a program)
+    correct: bool
+    predicted: str  # answer, or box text
+    truth: str
+    predicted_box: np.ndarray | None  # [4] x, y, w, h pixels (REF)
+    true_box: np.ndarray | None
+    text_attention: np.ndarray  # [T, S]
+    module_weights: np.ndarray  # [T, M]
+    attention: np.ndarray  # [T, H, W] softmax over cells of the top of the stack
+    depth: np.ndarray  # [T] stack pointer position after each step
+
+    @property
+    def shown_steps(self) -> list[int]:
+        """Steps whose argmax module is not NoOp (all steps if every one is NoOp)."""
+        steps = [t for t in range(len(self.depth)) if self.module_weights[t].argmax() != NOOP]
+        return steps or list(range(len(self.depth)))
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}_{self.split}_{self.row:06d}"
 
 
 def load_image(path: str | Path) -> np.ndarray:

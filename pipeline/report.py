@@ -19,7 +19,6 @@ import html
 import json
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,43 +37,12 @@ from pipeline.evaluation import (
     training_run,
 )
 from pipeline.metrics import box_hits
+from pipeline.plots import Example
 from pipeline.tables import read_parquet, write_atomic
 from pipeline.text import tokenize_text
 from snmn.boxes import BoxGrid, predict_boxes
 from snmn.layout import MODULE_NAMES, NOOP
 from snmn.model import SNMN
-
-
-@dataclass
-class Example:
-    """One question as the report shows it."""
-
-    task: str  # vqa | ref
-    split: str
-    row: int
-    image: np.ndarray  # [height, width, 3] uint8
-    question: str
-    words: list[str]  # [S]
-    expert: list[str]  # expert layout without NoOp padding ([] without a program)
-    correct: bool
-    predicted: str  # answer, or box text
-    truth: str
-    predicted_box: np.ndarray | None  # [4] x, y, w, h pixels (REF)
-    true_box: np.ndarray | None
-    text_attention: np.ndarray  # [T, S]
-    module_weights: np.ndarray  # [T, M]
-    attention: np.ndarray  # [T, H, W] softmax over cells of the top of the stack
-    depth: np.ndarray  # [T] stack pointer position after each step
-
-    @property
-    def shown_steps(self) -> list[int]:
-        """Steps whose argmax module is not NoOp (all steps if every one is NoOp)."""
-        steps = [t for t in range(len(self.depth)) if self.module_weights[t].argmax() != NOOP]
-        return steps or list(range(len(self.depth)))
-
-    @property
-    def name(self) -> str:
-        return f"{self.task}_{self.split}_{self.row:06d}"
 
 
 def visualize(settings: ReportConfig, project_dir: str | Path = ".") -> dict[str, Any]:
