@@ -15,6 +15,7 @@ run sees exactly the batches the uninterrupted run would have seen.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from torch.utils.data import Dataset
 from pipeline.clevr import DataError
 from pipeline.shards import FeatureStore, manifest_path
 from pipeline.tables import padded, read_parquet
+from snmn.boxes import BoxGrid
 from snmn.layout import NOOP
 
 COLUMNS = [
@@ -57,6 +59,7 @@ class QuestionTable:
     boxes: np.ndarray  # [N, 4] float32 [x, y, w, h], NaN for VQA rows
     question_types: list[str | None]
     families: np.ndarray  # [N] int64, -1 when unknown
+    box_grid: BoxGrid  # the H×W cells and the image pixels that target_cells / offsets refer to
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -64,7 +67,8 @@ class QuestionTable:
 
 def read_question_table(tokens_dir: str | Path, split: str, num_steps: int) -> QuestionTable:
     """Read `{tokens_dir}/{split}.parquet` into arrays."""
-    table = read_parquet(Path(tokens_dir) / f"{split}.parquet", columns=COLUMNS)
+    path = Path(tokens_dir) / f"{split}.parquet"
+    table = read_parquet(path, columns=COLUMNS)
     size = table.num_rows
     layouts = padded(table["layout"], width=num_steps, fill=-1).astype(np.int64)
     if size and layouts.shape[1] != num_steps:
@@ -83,7 +87,30 @@ def read_question_table(tokens_dir: str | Path, split: str, num_steps: int) -> Q
         boxes=_boxes(table["bbox"]),
         question_types=table["question_type"].to_pylist(),
         families=_filled(table["family"], -1),
+        box_grid=_box_grid(path, table.schema.metadata or {}),
     )
+
+
+def model_box_grid(table: QuestionTable, feature_height: int, feature_width: int) -> BoxGrid:
+    """The table's box grid, checked against the model's H×W feature grid."""
+    grid = table.box_grid
+    if (grid.grid_height, grid.grid_width) != (feature_height, feature_width):
+        raise DataError(
+            f"{table.split} tokens place boxes on a {grid.grid_height}×{grid.grid_width} grid, "
+            f"the model's features are {feature_height}×{feature_width}; rerun `snmn tokenize`"
+        )
+    return grid
+
+
+def _box_grid(path: Path, metadata: dict[bytes, bytes]) -> BoxGrid:
+    """The grid `snmn tokenize` placed the boxes on: (H, W) cells over (width, height) pixels."""
+    try:
+        written = json.loads(metadata[b"snmn"])
+        grid_height, grid_width = written["grid"]
+        image_width, image_height = written["image_size"]
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{path}: no grid / image_size metadata; rerun `snmn tokenize`") from None
+    return BoxGrid(grid_height, grid_width, image_height, image_width)
 
 
 def _filled(column, fill: int) -> np.ndarray:

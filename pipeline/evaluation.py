@@ -14,7 +14,6 @@ MLflow run that trained the model.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +26,13 @@ import torch.distributed as dist
 from pipeline.baseline import predict_question_only, train_question_only
 from pipeline.clevr import DataError, read_questions, read_scenes, stream_json
 from pipeline.config import Config, ConfigError, EvaluateConfig, flatten, from_dict
-from pipeline.datasets import QuestionDataset, QuestionTable, evaluation_rows, read_question_table
+from pipeline.datasets import (
+    QuestionDataset,
+    QuestionTable,
+    evaluation_rows,
+    model_box_grid,
+    read_question_table,
+)
 from pipeline.devices import resolve_device
 from pipeline.faithfulness import FaithfulnessMeter
 from pipeline.metrics import (
@@ -271,9 +276,7 @@ def evaluate_split(
     config = model.config
     table = read_question_table(settings.tokens_dir, split, config.num_steps)
     tokens = read_parquet(Path(settings.tokens_dir) / f"{split}.parquet", columns=["position"])
-    metadata = json.loads((tokens.schema.metadata or {}).get(b"snmn", b"{}"))
-    width, height = metadata.get("image_size", (480, 320))
-    grid = BoxGrid(config.feature_height, config.feature_width, height, width)
+    grid = model_box_grid(table, config.feature_height, config.feature_width)
     dataset = QuestionDataset(table, settings.features_dir, settings.features_in_memory)
     rows = evaluation_rows(len(table), 0, 1, settings.max_questions)
     questions_path = Path(settings.questions_dir) / f"{settings.dataset}_{split}_questions.json"

@@ -28,7 +28,12 @@ import torch
 from pipeline import plots
 from pipeline.clevr import check_image_file
 from pipeline.config import ReportConfig
-from pipeline.datasets import QuestionDataset, evaluation_rows, read_question_table
+from pipeline.datasets import (
+    QuestionDataset,
+    evaluation_rows,
+    model_box_grid,
+    read_question_table,
+)
 from pipeline.devices import resolve_device
 from pipeline.evaluation import (
     collect_predictions,
@@ -40,7 +45,7 @@ from pipeline.metrics import box_hits
 from pipeline.plots import Example
 from pipeline.tables import read_parquet, write_atomic
 from pipeline.text import tokenize_text
-from snmn.boxes import BoxGrid, predict_boxes
+from snmn.boxes import predict_boxes
 from snmn.layout import MODULE_NAMES, NOOP
 from snmn.model import SNMN
 
@@ -94,9 +99,7 @@ def _examples(
     table = read_question_table(settings.tokens_dir, split, config.num_steps)
     columns = ["image_filename", "question", "answer"]
     text = read_parquet(Path(settings.tokens_dir) / f"{split}.parquet", columns=columns)
-    metadata = json.loads((text.schema.metadata or {}).get(b"snmn", b"{}"))
-    width, height = metadata.get("image_size", (480, 320))
-    grid = BoxGrid(config.feature_height, config.feature_width, height, width)
+    grid = model_box_grid(table, config.feature_height, config.feature_width)
     dataset = QuestionDataset(table, settings.features_dir, in_memory=False)
     candidates = evaluation_rows(len(table), 0, 1, settings.candidates)
     predictions = collect_predictions(model, dataset, candidates, 64, device, grid)

@@ -24,6 +24,7 @@ from pipeline.minclevr.render import object_ids, run_lengths
 from pipeline.minclevr.world import CAMERA_FOV_DEGREES
 from pipeline.paper import comparison, comparison_markdown, describe_dataset
 from pipeline.tokenization import tokenize
+from snmn.boxes import BoxGrid
 from snmn.config import ModelConfig
 from snmn.layout import MODULE_INDEX, program_to_layout
 
@@ -67,6 +68,7 @@ def table(types, families, answers, layouts=None, boxes=None):
         boxes=np.asarray(boxes if boxes is not None else [NAN_BOX] * size, np.float32),
         question_types=list(types),
         families=np.asarray(families, np.int64),
+        box_grid=BoxGrid(),
     )
 
 
