@@ -8,8 +8,9 @@ cell holding the box centre and the box's four offsets from that cell (model.md,
 
 Words and answers get ids from the vocabulary split (train) only; an unseen word is <unk>,
 counted in the summary. A question with a malformed program, an empty or overlong text, or a
-missing training answer stops the stage with one line naming the file and the question; nothing
-is written until every split has been read.
+missing training answer stops the stage with one line naming the file and the question, and so
+does a questions file with no question at all or a vocabulary split whose every question was
+dropped (the vocabularies would be empty); nothing is written until every split has been read.
 """
 
 from __future__ import annotations
@@ -193,6 +194,12 @@ class _SplitEncoding:
 
     def vocabularies(self) -> tuple[Vocabulary, Vocabulary]:
         """Word and answer vocabularies of this (the vocabulary) split; ids made final."""
+        if not self.kept:  # every question dropped: the vocabularies would be empty
+            raise DataError(
+                f"{self.path}: all {self.counts['questions']} questions were dropped "
+                "(layout longer than T), so the vocabularies would be empty; raise "
+                "model.num_steps or choose another tokenize.vocab_split"
+            )
         words = Vocabulary.build(self.word_ids, SPECIAL_TOKENS)
         remap = np.empty(len(self.word_ids), np.int32)  # provisional id → final id
         for word, provisional in self.word_ids.items():
@@ -311,6 +318,12 @@ def _encode(
         token_values += map(word_id, tokens)
         lengths.append(len(tokens))
         kept.append(question)
+    if not kept and not dropped:
+        kind = "ref_splits" if is_ref else "vqa_splits"
+        raise DataError(
+            f"{path}: no questions in the file; regenerate it, or leave {split!r} out of "
+            f"tokenize.{kind}"
+        )
     if not is_ref:  # a CLEVR-Ref answer field is ignored
         _check_answers(path, kept, needs_every_answer=words is None)
     encoding.counts = {

@@ -12,6 +12,14 @@ processes; one process then picks and balances the questions in image order. So 
 gives byte-identical files whatever the number of workers. Everything is written into a hidden
 staging folder next to `output_dir` that replaces it only when complete, so a killed run
 leaves the previous output (or nothing) and a rerun starts clean.
+
+Replacing is only for what the generator wrote: every dataset it writes holds a small
+`.snmn-generated` marker (fixed bytes, so DVC's hash of the folder stays the same from run to
+run), and an `output_dir` that holds files but no marker, say a thesis folder typed by mistake,
+stops the run with one line before anything is touched. The staging folder and the swap live in
+the parent folder, so the run holds `writer_lock` on the parent: a second `snmn generate` into
+the same place stops at once. A split left with no question at all (every candidate rejected)
+is a DataError too, and the previous dataset stays as it was.
 """
 
 from __future__ import annotations
@@ -28,8 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.clevr import Scene
+from pipeline.clevr import DataError, Scene
 from pipeline.config import ConfigError, GenerateConfig
+from pipeline.locks import writer_lock
 from pipeline.minclevr.families import Candidate, Selector, family_table, sample_candidates
 from pipeline.minclevr.phrases import program_to_json
 from pipeline.minclevr.scenes import for_split, sample_scene, scene_to_json
@@ -38,6 +47,8 @@ from pipeline.minclevr.world import Camera
 SPLITS = ("train", "val", "test")  # CLEVR splits; loc_{split} reuses the split's pictures
 MAX_OBJECTS = 10  # CLEVR's maximum; the ID buffer and the placement rules are sized for it
 VERSION = "mini-clevr 1.0"
+MARKER_FILE = ".snmn-generated"  # in every dataset written here; fixed content, see _MARKER
+_MARKER = json.dumps({"written_by": "snmn generate", "version": VERSION}) + "\n"
 
 
 @dataclass(frozen=True)
@@ -67,10 +78,47 @@ class GenerateSummary:
 def generate(config: GenerateConfig) -> GenerateSummary:
     """Write the whole dataset under config.output_dir; returns what was written."""
     check_config(config)
-    start = time.perf_counter()
     output = Path(config.output_dir)
+    check_replaceable(output)
+    with writer_lock(output.parent):  # the staging folder and the swap happen in the parent
+        return _generate(config, output)
+
+
+def check_replaceable(output: Path) -> None:
+    """DataError unless `output` is missing, empty, or a dataset this generator wrote."""
+    if output.is_dir() and ((output / MARKER_FILE).is_file() or not any(output.iterdir())):
+        return
+    if output.exists() or output.is_symlink():
+        raise DataError(
+            f"{output}: not written by `snmn generate` (no {MARKER_FILE} file), so it is not "
+            "replaced and nothing was touched; set generate.output_dir to a new folder, "
+            "or move this one away"
+        )
+
+
+def _generate(config: GenerateConfig, output: Path) -> GenerateSummary:
+    start = time.perf_counter()
     staging = output.parent / f".{output.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)  # left by a killed run
+    try:
+        totals = _write_staging(config, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _replace_dir(staging, output)
+    seconds = time.perf_counter() - start
+    summary = GenerateSummary(**totals, seconds=seconds, output_dir=str(output))
+    print(
+        f"generate: {summary.images} images, {summary.questions} questions, "
+        f"{summary.refexps} referring expressions in {seconds:.1f} s "
+        f"({summary.images / max(seconds, 1e-9):.1f} images/s) -> {output}",
+        flush=True,
+    )
+    return summary
+
+
+def _write_staging(config: GenerateConfig, staging: Path) -> dict[str, int]:
+    """Every split into the staging folder, marker included; returns the counts."""
     splits = [s for s in SPLITS if config.num_images.get(s, 0) > 0]
     with_refexps = config.refexps_per_image > 0
     for split in splits:
@@ -79,6 +127,7 @@ def generate(config: GenerateConfig) -> GenerateSummary:
             (staging / "images" / f"loc_{split}").mkdir(parents=True)
     (staging / "scenes").mkdir(parents=True, exist_ok=True)
     (staging / "questions").mkdir(parents=True, exist_ok=True)
+    (staging / MARKER_FILE).write_text(_MARKER)
 
     totals = {"images": 0, "questions": 0, "refexps": 0}
     pool = _pool(config.workers)
@@ -97,16 +146,7 @@ def generate(config: GenerateConfig) -> GenerateSummary:
         if pool:
             pool.close()
             pool.join()
-    _replace_dir(staging, output)
-    seconds = time.perf_counter() - start
-    summary = GenerateSummary(**totals, seconds=seconds, output_dir=str(output))
-    print(
-        f"generate: {summary.images} images, {summary.questions} questions, "
-        f"{summary.refexps} referring expressions in {seconds:.1f} s "
-        f"({summary.images / max(seconds, 1e-9):.1f} images/s) -> {output}",
-        flush=True,
-    )
-    return summary
+    return totals
 
 
 def check_config(config: GenerateConfig) -> None:
@@ -199,6 +239,9 @@ def _write_split(
             for candidate in picked:
                 refexps.append(_refexp(loc_scene, len(refexps), candidate))
         scenes.append(scene)
+    images = config.num_images[split]
+    _check_not_empty(config, split, questions, config.questions_per_image, images)
+    _check_not_empty(config, loc, refexps, config.refexps_per_image, images)
     _write_json(config, staging, "questions", split, questions)
     if split != "test":
         _write_json(config, staging, "scenes", split, [scene_to_json(s) for s in scenes])
@@ -207,10 +250,22 @@ def _write_split(
         loc_scenes = [scene_to_json(for_split(s, loc)) for s in scenes]
         _write_json(config, staging, "scenes", loc, loc_scenes)
     return {
-        "images": config.num_images[split],
+        "images": images,
         "questions": len(questions),
         "refexps": len(refexps),
     }
+
+
+def _check_not_empty(
+    config: GenerateConfig, split: str, entries: list[Any], per_image: int, images: int
+) -> None:
+    """Questions were asked for (per_image > 0) but none survived: refuse the empty split."""
+    if per_image > 0 and not entries:
+        path = Path(config.output_dir) / "questions" / f"CLEVR_{split}_questions.json"
+        raise DataError(
+            f"{path}: no question survived the selection on any of the {images} {split} images; "
+            "nothing was written and the previous dataset is kept"
+        )
 
 
 def _question(

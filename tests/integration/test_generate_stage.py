@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -20,7 +21,7 @@ from pipeline.config import GenerateConfig
 from pipeline.minclevr import render
 from pipeline.minclevr.executor import execute
 from pipeline.minclevr.families import FAMILIES, answer_allowed
-from pipeline.minclevr.generate import generate
+from pipeline.minclevr.generate import MARKER_FILE, generate
 
 ROOT = Path(__file__).resolve().parents[2]
 SPLITS = ("train", "val", "test")
@@ -156,11 +157,12 @@ def test_a_rerun_after_a_kill_is_clean_and_hash_seed_and_workers_change_no_byte(
     )
     (tmp_path / ".mini-clevr.partial" / "images").mkdir(parents=True)  # what a kill leaves
     (tmp_path / ".mini-clevr.partial" / "images" / "half.png").write_bytes(b"\x89PNG")
-    (output / "images" / "train").mkdir(parents=True)
+    (output / "images" / "train").mkdir(parents=True)  # an older run's output, with its marker
     (output / "images" / "train" / "CLEVR_train_000099.png").write_bytes(b"stale")
+    shutil.copy(dataset / MARKER_FILE, output / MARKER_FILE)
     assert run_cli(params, hash_seed="2").returncode == 0  # `dataset`: 2 workers, hash seed 1
-    assert digest(output) == digest(dataset)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mini-clevr", "params.yaml"]
+    assert digest(output) == digest(dataset)  # the marker too: fixed bytes, a stable DVC hash
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".snmn-lock", "mini-clevr", "params.yaml"]
 
 
 def test_an_image_depends_on_seed_split_and_index_only(dataset, tmp_path):

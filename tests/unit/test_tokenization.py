@@ -369,6 +369,45 @@ def test_cli_turns_bad_data_into_one_line_and_exit_2(tmp_path, monkeypatch, caps
     assert error.count("\n") == 1
 
 
+@pytest.mark.parametrize("split", ["train", "val", "loc_val"])
+def test_a_questions_file_without_questions_is_one_line_and_exit_2(
+    tmp_path, monkeypatch, capsys, split
+):
+    """What `snmn generate` with questions_per_image: 0 used to leave behind."""
+    from stages import cli
+
+    data = splits()
+    data[split] = []
+    config = write_dataset(tmp_path, data)
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        f"tokenize:\n  questions_dir: {config.questions_dir}\n  output_dir: {config.output_dir}\n"
+        f"  summary_path: {config.summary_path}\n"
+    )
+    monkeypatch.setattr(sys, "argv", ["snmn", "tokenize", "--params", str(params)])
+    with pytest.raises(SystemExit) as caught:
+        cli.main()
+    assert caught.value.code == 2
+    error = capsys.readouterr().err
+    path = Path(config.questions_dir) / f"CLEVR_{split}_questions.json"
+    assert error.startswith(f"error: {path}: no questions in the file")
+    assert error.count("\n") == 1
+    assert not Path(config.output_dir).exists() and not Path(config.summary_path).exists()
+
+
+def test_a_vocabulary_split_with_every_question_dropped_builds_no_empty_vocabulary(tmp_path):
+    data = splits()
+    data["train"] = [question(0, "train", "Is the cube the same size as ...?", "yes", TOO_LONG)]
+    config = replace(write_dataset(tmp_path, data), drop_long_layouts=True)
+    with pytest.raises(DataError) as caught:
+        tokenize(config, num_steps=T, grid=GRID)
+    assert str(caught.value).startswith(
+        f"{config.questions_dir}/CLEVR_train_questions.json: all 1 questions were dropped"
+    )
+    assert "vocabularies would be empty" in str(caught.value)
+    assert not Path(config.output_dir).exists()
+
+
 def test_box_targets_match_the_models_encoding():
     torch = pytest.importorskip("torch")
     from snmn.boxes import BoxGrid
