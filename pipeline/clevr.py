@@ -22,27 +22,26 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
+ATTRIBUTES = ("color", "shape", "size", "material")  # each object's four, as CLEVR names them
 # Number of program inputs each CLEVR function reads (the CLEVR v1.0 program format).
 FUNCTION_ARITY: dict[str, int] = {
     "scene": 0,
-    **{f"filter_{a}": 1 for a in ("color", "shape", "size", "material")},
+    **{f"filter_{a}": 1 for a in ATTRIBUTES},
     "unique": 1,
     "relate": 1,
-    **{f"same_{a}": 1 for a in ("color", "shape", "size", "material")},
+    **{f"same_{a}": 1 for a in ATTRIBUTES},
     "union": 2,
     "intersect": 2,
     "count": 1,
     "exist": 1,
-    **{f"query_{a}": 1 for a in ("color", "shape", "size", "material")},
-    **{f"equal_{a}": 2 for a in ("color", "shape", "size", "material")},
+    **{f"query_{a}": 1 for a in ATTRIBUTES},
+    **{f"equal_{a}": 2 for a in ATTRIBUTES},
     "equal_integer": 2,
     "less_than": 2,
     "greater_than": 2,
 }
 # Functions that take one value input (the attribute value or the relation).
-VALUE_FUNCTIONS = frozenset(
-    [f"filter_{a}" for a in ("color", "shape", "size", "material")] + ["relate"]
-)
+VALUE_FUNCTIONS = frozenset([f"filter_{a}" for a in ATTRIBUTES] + ["relate"])
 RELATIONS = ("left", "right", "front", "behind")
 IMAGE_NAME = re.compile(r"_(\d+)\.png$")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from pipeline.clevr import ProgramNode, Scene
+from pipeline.clevr import ATTRIBUTES, ProgramNode, Scene
 
 ObjectSet = frozenset[int]
 
@@ -23,8 +23,6 @@ class ObjectIndex(int):
 
 
 Value = ObjectSet | ObjectIndex | int | bool | str  # objects, one object, count, yes/no, attribute
-
-ATTRIBUTES = ("color", "shape", "size", "material")
 
 
 class ExecutionError(ValueError):
