@@ -38,7 +38,7 @@ from pipeline.config import ConfigError, ServeConfig
 from pipeline.devices import resolve_device
 from pipeline.features import CALIBRATION_FILE, Extractor
 from pipeline.images import image_name, load_image
-from pipeline.outputs import MODEL_FILE, load_trained_model
+from pipeline.outputs import MODEL_FILE, first_line, load_trained_model
 from pipeline.shards import FeatureStore, manifest_path
 from pipeline.tables import read_parquet
 from pipeline.text import SPECIAL_TOKENS, UNK_ID, Vocabulary, tokenize_text
@@ -223,10 +223,18 @@ class DemoService:
             return self._reason(question, features, image_width, image_height, started)
 
     def check_question(self, question: str) -> list[str]:
-        """The question's words; DemoError 422 when it is empty or too long."""
+        """The question's words; DemoError 422 when it is empty, too long or not Unicode text."""
         limit = self.settings.max_question_chars
         if len(question) > limit:
             raise DemoError(422, f"question: {len(question)} characters, at most {limit} allowed")
+        try:
+            question.encode("utf-8")
+        except UnicodeEncodeError as error:  # JSON "\ud800": half of a UTF-16 pair, no character
+            raise DemoError(
+                422,
+                f"question: not valid Unicode text (a lone surrogate {question[error.start]!a} at "
+                f"character {error.start + 1})",
+            ) from None
         words = tokenize_text(question)
         if not words:
             raise DemoError(422, "question: empty; type a question about the image")
@@ -342,7 +350,7 @@ def resolve_model_file(model: str, tracking_uri: str, download_dir: Path) -> Pat
     except Exception as error:  # MlflowException, OSError: all mean "not there"
         raise ConfigError(
             f"serve.model: cannot get {artifact} of MLflow run {run_id} from {tracking_uri}: "
-            f"{_first_line(error)}"
+            f"{first_line(error)}"
         ) from None
     return Path(local)
 
@@ -366,7 +374,7 @@ def _registered_run(model: str, tracking_uri: str) -> str:
         return client.get_logged_model(reference).source_run_id
     except Exception as error:
         raise ConfigError(
-            f"serve.model: {model}: not found in MLflow at {tracking_uri}: {_first_line(error)}"
+            f"serve.model: {model}: not found in MLflow at {tracking_uri}: {first_line(error)}"
         ) from None
 
 
@@ -382,7 +390,7 @@ def rebuild_backbone(features_dir: Path, manifest: dict[str, Any]):
             saved = torch.load(path, map_location="cpu", weights_only=True)
             seed, statistics = int(saved["meta"]["seed"]), saved["state"]
         except (OSError, RuntimeError, KeyError, TypeError, ValueError) as error:
-            reason = _first_line(error)
+            reason = first_line(error)
             raise DataError(f"{path}: cannot read the calibrated backbone: {reason}") from None
         backbone, _ = build_backbone(manifest["backbone"], "random", seed)
         backbone.trunk.load_state_dict(statistics, strict=False)
@@ -433,7 +441,7 @@ def decode_png(
         with Image.open(_Upload(data)) as image:  # reads the header only
             size = image.size
     except Exception as error:  # Pillow raises many kinds, DecompressionBombError included
-        raise DemoError(400, f"upload: cannot read the PNG header: {_first_line(error)}") from None
+        raise DemoError(400, f"upload: cannot read the PNG header: {first_line(error)}") from None
     side = settings.max_image_side
     if not all(MIN_IMAGE_SIDE <= s <= side for s in size):
         raise DemoError(
@@ -468,7 +476,3 @@ def _top(probabilities: torch.Tensor, names: list[str] | tuple[str, ...], k: int
 
 def _round(value: torch.Tensor | float) -> float:
     return round(float(value), 4)
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]

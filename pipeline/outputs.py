@@ -13,11 +13,15 @@ import csv
 import dataclasses
 import io
 import json
+import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pipeline.clevr import DataError
 from pipeline.config import Config, flatten, to_dict
 from pipeline.tables import write_atomic, write_json_atomic
 from pipeline.text import Vocabulary, load_question_vocabulary
@@ -28,6 +32,8 @@ from snmn.model import SNMN
 MODEL_FILE = "model.pt"
 METRICS_FILE = "train_metrics.json"
 CURVE_FILE = "train_curve.csv"
+# what the later stages read from model.pt ("config", "fingerprint", "mlflow" are optional)
+MODEL_KEYS = ("model_config", "state_dict", "question_words", "answer_words")
 
 
 def write_training_outputs(
@@ -62,11 +68,89 @@ def write_training_outputs(
 
 
 def load_trained_model(path: str | Path, device: str = "cpu") -> tuple[SNMN, dict[str, Any]]:
-    """(EMA model in eval mode, the payload) from a model.pt written above."""
-    payload = torch.load(Path(path), map_location=device, weights_only=True)
-    model = SNMN(ModelConfig(**payload["model_config"]))
-    model.load_state_dict(payload["state_dict"])
+    """(EMA model in eval mode, the payload) from a model.pt written above.
+
+    Every way the file can be wrong is one DataError line naming it: missing, empty, truncated or
+    not a torch file, pickled objects that weights_only refuses, keys missing, a model_config
+    that builds no SNMN, a state_dict whose tensors do not fit that config ("text_encoder.
+    embedding.weight: [3, 3] in the file, [10, 32] in the model"), vocabularies of another size.
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "not found"
+        raise DataError(f"{path}: model file {what} (run `snmn train`, or point to its model.pt)")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty model file (0 bytes); run `snmn train` again")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive, its index at the end
+        raise DataError(
+            f"{path}: truncated or not a torch file (no zip archive index, which torch.save "
+            f"writes last); run `snmn train` again"
+        )
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:  # weights_only met a class or function to import
+        named = re.search(r"GLOBAL (\S+)", str(error))
+        raise DataError(
+            f"{path}: refused: it holds Python objects other than tensors, numbers and strings"
+            f"{f' ({named[1]})' if named else ''}; not a model.pt of `snmn train`"
+        ) from None
+    except Exception as error:  # torch raises RuntimeError, EOFError, KeyError... on bad bytes
+        raise DataError(
+            f"{path}: damaged torch file (torch.load: {type(error).__name__}: "
+            f"{first_line(error).split('. ')[0]}); run `snmn train` again"
+        ) from None
+    missing = [key for key in MODEL_KEYS if not isinstance(payload, dict) or key not in payload]
+    if missing:
+        holds = f"keys {sorted(map(str, payload))[:8]}" if isinstance(payload, dict) else "no dict"
+        raise DataError(
+            f"{path}: not a model.pt of `snmn train`: missing keys {missing} (it holds {holds})"
+        )
+    try:
+        model = SNMN(ModelConfig(**payload["model_config"]))
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{path}: model_config builds no SNMN: {first_line(error)}") from None
+    state = payload["state_dict"]
+    problem = _misfit(model.state_dict(), state) if isinstance(state, dict) else "not a dict"
+    if problem:
+        raise DataError(f"{path}: state_dict does not fit its model_config: {problem}")
+    model.load_state_dict(state)
+    config = model.config
+    sizes = {"question_words": config.vocab_size}
+    if config.builds_vqa:
+        sizes["answer_words"] = config.num_answers
+    for key, size in sizes.items():
+        words = payload[key]
+        if not isinstance(words, list) or len(words) != size:
+            count = len(words) if isinstance(words, list) else type(words).__name__
+            raise DataError(f"{path}: {key} has {count} words, its model_config {size}")
     return model.to(device).eval(), payload
+
+
+def _misfit(expected: dict[str, torch.Tensor], given: dict[str, Any]) -> str:
+    """What keeps `given` from loading where `expected` is the model's state ("" if nothing)."""
+    shown = 3
+    missing = [key for key in expected if key not in given]
+    unexpected = [key for key in given if key not in expected]
+    wrong = [
+        f"{key}: {_shape(given[key])} in the file, {list(expected[key].shape)} in the model"
+        for key in expected
+        if key in given and _shape(given[key]) != list(expected[key].shape)
+    ]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if keys:
+            more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+            problems.append(f"{len(keys)} {label} ({'; '.join(map(str, keys[:shown]))}{more})")
+    return ", ".join(problems)
+
+
+def _shape(value: Any) -> list[int] | str:
+    return list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (at most 200 characters), for one-line errors."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 def _curve_csv(history: list[dict[str, float]]) -> str:

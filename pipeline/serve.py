@@ -15,12 +15,22 @@ FastAPI documents at /openapi.json:
 Safety: a request body is counted as it arrives and refused with 413 past its route's limit;
 uploads are checked for type, signature, decodability and size; image ids are integers, so no
 path from a request reaches the file system; every error is JSON {"error", "status"} with its
-status code, and the server goes on serving. Torch work is serialised by the service's lock;
-uvicorn refuses connections beyond `max_connections` with 503.
+status code, and the server goes on serving. Torch work is serialised by the service's lock.
+
+Slow and hostile clients: a connection that has not sent a request's headers within
+HEADER_TIMEOUT_S of opening (or of its previous answer) is dropped, and a body must keep coming
+(BODY_GRACE_S, then BODY_MIN_RATE on average) or the request ends in 408 and the connection is
+closed; so 150 clients dribbling a byte a second ("slowloris") hold nothing for long. Only
+requests whose body has arrived count against `max_connections` (beyond it: 503). A page on
+evil.example that rebinds its name to 127.0.0.1 sends `Host: evil.example`: a loopback demo
+answers only Host 127.0.0.1, localhost, ::1 or its own address, others get 400 (a demo on
+0.0.0.0 is open to the network anyway). HEAD works wherever GET does; 405 lists the methods
+in Allow.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import socket
@@ -41,6 +51,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pipeline.config import ServeConfig, from_dict
 from pipeline.demo_service import DemoError, DemoService, Reasoning
@@ -49,6 +60,12 @@ STATIC = Path(__file__).with_name("demo_static")
 JSON_BODY_LIMIT = 64 * 1024  # bytes of a JSON request (a 1,000-character question is ~1 KB)
 UPLOAD_ROUTE = "/api/ask/upload"
 PAGE_SIZE_MAX = 100
+HEADER_TIMEOUT_S = 5.0  # a request's headers, from the connection (or the last answer) on
+BODY_GRACE_S = 5.0  # a request body may take this long, plus 1 s per BODY_MIN_RATE bytes sent
+BODY_MIN_RATE = 50_000  # bytes/s: a 5 MB upload on a 0.4 Mbit/s line still gets through
+OPEN_CONNECTIONS_MAX = 512  # uvicorn's own cap on open connections (each slow one lasts ≤ 5 s)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -88,6 +105,9 @@ def create_app(service: DemoService) -> FastAPI:
         redoc_url=None,
     )
     app.add_middleware(BodyLimit, limits={UPLOAD_ROUTE: settings.max_upload_bytes})
+    app.add_middleware(
+        RequestGuard, hosts=trusted_hosts(settings.host), max_requests=settings.max_connections
+    )
     app.add_middleware(SecurityHeaders)
     _add_error_handlers(app)
 
@@ -153,7 +173,7 @@ def serve(settings: ServeConfig, tracking_uri: str = "", access_log: bool = True
     import uvicorn
 
     service = DemoService(settings, tracking_uri)
-    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+    if settings.host not in LOOPBACK_HOSTS:
         print(
             f"serve: listening on {settings.host}: anyone who reaches this machine can use the "
             f"demo (there is no authentication)",
@@ -164,7 +184,8 @@ def serve(settings: ServeConfig, tracking_uri: str = "", access_log: bool = True
         create_app(service),
         host=settings.host,
         port=settings.port,
-        limit_concurrency=settings.max_connections,
+        http=HeaderDeadline,
+        limit_concurrency=max(OPEN_CONNECTIONS_MAX, settings.max_connections),
         timeout_keep_alive=5,
         server_header=False,
         access_log=access_log,
@@ -225,8 +246,10 @@ def _answers(url: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status)
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -236,10 +259,15 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        message = str(error.detail)
+        message, headers = str(error.detail), dict(error.headers or {})
         if error.status_code == 404 and message == "Not Found":
             message = f"{request.method} {request.url.path}: no such page or API route"
-        return error_response(error.status_code, message)
+        if error.status_code == 405:
+            allowed = sorted(set(headers.get("Allow", "").split(", ")) - {""})
+            allowed += ["HEAD"] if "GET" in allowed else []  # RequestGuard answers HEAD as GET
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.url.path}: method not allowed; use {' or '.join(allowed)}"
+        return error_response(error.status_code, message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -264,8 +292,124 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# ASGI middleware: body limits and security headers
+# Slow clients, foreign Host names, HEAD; body limits; security headers
 # ---------------------------------------------------------------------------------------------
+
+
+class HeaderDeadline(H11Protocol):
+    """uvicorn's h11 protocol, dropping a connection that has not sent a request's headers
+    within HEADER_TIMEOUT_S of opening or of its previous answer. (uvicorn has no such timeout:
+    its keep-alive timer stops at the first byte, so a client sending one header byte a second
+    would hold its connection for ever.)"""
+
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_headers(self.cycle)
+
+    def on_response_complete(self) -> None:
+        answered = self.cycle  # a pipelined request may start a new cycle in the call below
+        super().on_response_complete()
+        self._await_headers(answered)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _await_headers(self, cycle) -> None:
+        """Drop the connection if no request newer than `cycle` has begun by the deadline."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(HEADER_TIMEOUT_S, self._headers_late, cycle)
+
+    def _headers_late(self, cycle) -> None:
+        if self.cycle is cycle and not self.transport.is_closing():
+            self.transport.close()
+
+
+def trusted_hosts(host: str) -> tuple[str, ...] | None:
+    """The Host names a server bound to `host` answers (None: any, on a wildcard address)."""
+    return None if host in WILDCARD_HOSTS else tuple(dict.fromkeys([host, *LOOPBACK_HOSTS]))
+
+
+class RequestGuard:
+    """Host check, HEAD as GET, request body deadline, and at most `max_requests` at work.
+
+    A request counts against `max_requests` from the moment its body has arrived (at once when
+    it has none), so clients still sending cannot crowd out those that are done; a body that
+    falls behind its deadline ends the request with 408 and the connection. (A client that
+    goes on sending after an early answer, a 413 say, is dropped by HeaderDeadline.)"""
+
+    def __init__(self, app: ASGIApp, hosts: tuple[str, ...] | None, max_requests: int) -> None:
+        self.app, self.hosts, self.max_requests = app, hosts, max_requests
+        self.working = 0  # requests past their body, not yet answered
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        host = _host_name(headers.get(b"host", b"").decode("latin-1"))
+        if self.hosts is not None and host not in self.hosts:
+            shown = json.dumps(host[:60])
+            message = f"Host {shown} is not served here; use {' or '.join(self.hosts)}"
+            await error_response(400, message)(scope, receive, send)
+            return
+        if scope["method"] == "HEAD":  # uvicorn leaves out the body of the GET answer
+            scope = {**scope, "method": "GET"}
+        has_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
+        body = {"done": not has_body, "bytes": 0, "counted": False}
+        started = asyncio.get_running_loop().time()
+
+        def count() -> None:
+            if self.working >= self.max_requests:
+                raise HTTPException(503, f"busy: {self.working} requests at work; retry shortly")
+            self.working += 1
+            body["counted"] = True
+
+        async def timed_receive() -> Message:
+            if body["done"]:
+                return await receive()
+            allowed = started + BODY_GRACE_S + body["bytes"] / BODY_MIN_RATE
+            try:
+                message = await asyncio.wait_for(
+                    receive(), allowed - asyncio.get_running_loop().time()
+                )
+            except TimeoutError:
+                raise HTTPException(
+                    408,
+                    f"request body: {body['bytes']:,} bytes in {allowed - started:.0f} s, "
+                    "too slow; send it at once",
+                    headers={"Connection": "close"},
+                ) from None
+            body["bytes"] += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body["done"] = True
+                if message["type"] == "http.request":
+                    count()
+            return message
+
+        try:
+            if body["done"]:
+                try:
+                    count()
+                except HTTPException as busy:
+                    await error_response(503, str(busy.detail))(scope, receive, send)
+                    return
+            await self.app(scope, timed_receive, send)
+        finally:
+            if body["counted"]:
+                self.working -= 1
+
+
+def _host_name(host: str) -> str:
+    """'localhost' of 'LocalHost:8000', '::1' of '[::1]:8000'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 class BodyLimit:
