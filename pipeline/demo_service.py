@@ -37,7 +37,7 @@ from pipeline.clevr import DataError
 from pipeline.config import ConfigError, ServeConfig
 from pipeline.devices import resolve_device
 from pipeline.features import CALIBRATION_FILE, Extractor
-from pipeline.images import image_name, load_image
+from pipeline.images import check_png_size, image_name, load_image
 from pipeline.outputs import MODEL_FILE, first_line, load_trained_model
 from pipeline.shards import FeatureStore, manifest_path
 from pipeline.tables import read_parquet
@@ -438,21 +438,12 @@ def decode_png(
     if not data.startswith(PNG_SIGNATURE):
         raise DemoError(415, "upload: not a PNG file (it does not start with the PNG signature)")
     try:
-        with Image.open(_Upload(data)) as image:  # reads the header only
-            size = image.size
-    except Exception as error:  # Pillow raises many kinds, DecompressionBombError included
-        raise DemoError(400, f"upload: cannot read the PNG header: {first_line(error)}") from None
-    side = settings.max_image_side
-    if not all(MIN_IMAGE_SIDE <= s <= side for s in size):
-        raise DemoError(
-            400,
-            f"upload: image is {size[0]}×{size[1]} pixels; each side must be "
-            f"{MIN_IMAGE_SIDE}..{side}",
-        )
-    try:
+        size = check_png_size(_Upload(data), "upload", settings.max_image_side, MIN_IMAGE_SIDE)
         pixels = load_image(_Upload(data), height, width)  # [height, width, 3]
     except DataError as error:
         raise DemoError(400, str(error)) from None
+    if size is None:  # load_image read what the header check could not
+        raise DemoError(400, "upload: cannot read the PNG header")
     return pixels, size
 
 

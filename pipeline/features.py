@@ -4,7 +4,9 @@ Before the SNMN can answer "Are there more cubes than spheres?" about image 42 o
 is encoded once: decoded and resized in worker processes (pipeline/images.py) while the truncated
 ResNet (pipeline/backbone.py) runs on the previous batch, and written shard by shard
 (pipeline/shards.py). A rerun skips the shards already finished, so a killed run loses at most
-the shard in progress.
+the shard in progress; a shard whose images changed since (even at the same size) is redone. A
+run holds the writer lock of output_dir throughout (pipeline/locks.py): a second `snmn extract`
+into the same folder stops at once with one line instead of rewriting the first one's manifest.
 
 On a GPU the forward runs in bf16 autocast with channels-last tensors; an out-of-memory error
 halves the forward batch and goes on. With num_workers > 1 or a ray_address, shards are spread
@@ -43,10 +45,12 @@ from pipeline.clevr import DataError
 from pipeline.config import ConfigError, ExtractConfig, from_dict, to_dict
 from pipeline.devices import resolve_device
 from pipeline.images import DecodedImages, decoding_loader, list_split_images, load_image
+from pipeline.locks import writer_lock
 from pipeline.shards import (
     FORMAT,
     ShardSpec,
     ShardWriter,
+    inputs_sha256,
     manifest_path,
     plan_shards,
     read_manifest,
@@ -107,41 +111,46 @@ def extract_features(config: ExtractConfig) -> ExtractSummary:
     started = time.perf_counter()
     images = {split: list_split_images(config.images_dir, split) for split in config.splits}
     folders = _writable_folders(config)
-    device = resolve_device(config.device, "extract.device")
-    set_cpu_threads(device)
-    backbone, info = build_backbone(config.backbone, config.weights, config.seed)
-    if not info.pretrained:
-        info = _calibrate(backbone, info, config, images[config.splits[0]], device)
-        for line in ("=" * 72, NOT_PRETRAINED, "=" * 72):
-            log.warning(line)
-    digest = state_digest(backbone)
-    plans = [
-        _plan_split(config, split, images[split], folders[split], info, digest)
-        for split in config.splits
-    ]
-    progress = Progress(sum(shard.count for plan in plans for shard in plan.todo))
-    reused = sum(len(paths) for paths in images.values()) - progress.total
-    if config.num_workers > 1 or config.ray_address:
-        _run_on_ray(config, backbone, plans, progress)
-    else:
-        extractor = Extractor(backbone, device, config.dtype, config.batch_size)
-        for plan in plans:
-            for entry in extract_shards(extractor, plan.todo, plan.folder, config, progress):
-                plan.record(entry)
-    written = sum(plan.bytes_written for plan in plans)
-    setup = time.perf_counter() - started - progress.elapsed()
-    summary = ExtractSummary(progress.done, reused, progress.elapsed(), setup, written)
-    log.info(summary.line())
-    return summary
+    with writer_lock(config.output_dir):  # held until every manifest is final
+        device = resolve_device(config.device, "extract.device")
+        set_cpu_threads(device)
+        backbone, info = build_backbone(config.backbone, config.weights, config.seed)
+        if not info.pretrained:
+            info = _calibrate(backbone, info, config, images[config.splits[0]], device)
+            for line in ("=" * 72, NOT_PRETRAINED, "=" * 72):
+                log.warning(line)
+        digest = state_digest(backbone)
+        plans = [
+            _plan_split(config, split, images[split], folders[split], info, digest)
+            for split in config.splits
+        ]
+        progress = Progress(sum(shard.count for plan in plans for shard in plan.todo))
+        reused = sum(len(paths) for paths in images.values()) - progress.total
+        if config.num_workers > 1 or config.ray_address:
+            _run_on_ray(config, backbone, plans, progress)
+        else:
+            extractor = Extractor(backbone, device, config.dtype, config.batch_size)
+            for plan in plans:
+                for entry in extract_shards(extractor, plan.todo, plan.folder, config, progress):
+                    plan.record(entry)
+        written = sum(plan.bytes_written for plan in plans)
+        setup = time.perf_counter() - started - progress.elapsed()
+        summary = ExtractSummary(progress.done, reused, progress.elapsed(), setup, written)
+        log.info(summary.line())
+        return summary
 
 
 def verify_features(config: ExtractConfig) -> int:
-    """Check every shard of every split against its manifest; DataError listing the problems."""
+    """Check every shard of every split against its manifest, and against the images it was
+    extracted from (their sha256 now); DataError listing the problems."""
     problems, shards = [], 0
     for split in config.splits:
         path = manifest_path(config.output_dir, split)
-        problems += verify_manifest(path)
-        shards += len((read_manifest(path) or {}).get("shards", []))
+        manifest = read_manifest(path) or {}
+        paths = [p.absolute() for p in list_split_images(config.images_dir, split)]
+        planned = plan_shards(split, paths, manifest.get("shard_size", config.shard_size))
+        problems += verify_manifest(path, planned)
+        shards += len(manifest.get("shards", []))
     for problem in problems:
         log.error(problem)
     if problems:
@@ -237,7 +246,7 @@ def extract_shards(
                 writer.write(extractor(images, where))
                 if progress is not None:
                     progress.advance(len(images))
-            entry = writer.finish(shard.inputs_digest())
+            entry = writer.finish(shard.inputs_sha256)
         yield entry
 
 
@@ -299,14 +308,14 @@ def _calibrate(
     (the statistics only: the weights follow from the seed) next to the features, so a rerun
     uses exactly the same ones even where the calibration pass is not bit-reproducible (GPU)."""
     sample = paths[: config.calibration_images]
-    spec = ShardSpec(config.splits[0], 0, 0, tuple(str(path) for path in sample))
     meta = {
         "backbone": config.backbone,
         "seed": config.seed,
         "input_size": [config.input_height, config.input_width],
-        "images": spec.inputs_digest(),
+        "images": inputs_sha256(tuple(str(path) for path in sample)),
     }
-    description = f"{info.description}, BatchNorm calibrated on {len(sample)} {spec.split} images"
+    split = config.splits[0]
+    description = f"{info.description}, BatchNorm calibrated on {len(sample)} {split} images"
     saved_path = Path(config.output_dir) / CALIBRATION_FILE
     try:
         saved = torch.load(saved_path, map_location="cpu", weights_only=True)

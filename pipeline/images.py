@@ -13,6 +13,9 @@ Decisions (documented here once):
 - Size: every image is resized to (input_height, input_width) with bilinear filtering (antialiased
   when shrinking), whatever its own size; an image of another size is therefore not an error.
 - An unreadable or truncated file is a DataError naming the file and its image index.
+- A PNG whose header announces more than MAX_IMAGE_SIDE pixels either way is refused before it
+  is decoded: a 20000×20000 "decompression bomb" compresses to a few hundred KB but would decode
+  to 1.2 GB of RGB. `check_png_size` is that one check, for every PNG decoded here or uploaded.
 - When the network runs on the CPU, the decoding processes run at the lowest priority (nice 19):
   they then decode while the network's threads wait (between layers, between batches) instead of
   taking a core from one of its threads, which stalls the whole forward pass until it is back.
@@ -22,16 +25,19 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.clevr import DataError
+from pipeline.clevr import PNG_SIGNATURE, DataError
 
 SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I")
+MAX_IMAGE_SIDE = 4096  # pixels; CLEVR's images are 480×320
 
 
 def image_name(split: str, image_index: int) -> str:
@@ -76,6 +82,7 @@ def load_image(path: str | Path, height: int, width: int, image_index: int = -1)
     """Decode one PNG into RGB uint8 [height, width, 3]; DataError (one line) if unreadable."""
     where = f"{path} (image_index {image_index})" if image_index >= 0 else str(path)
     try:
+        check_png_size(path, where)
         with Image.open(path) as image:
             if image.format != "PNG":
                 raise DataError(f"{where}: not a PNG file (format {image.format})")
@@ -89,6 +96,36 @@ def load_image(path: str | Path, height: int, width: int, image_index: int = -1)
     if rgb.size != (width, height):
         rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
     return np.array(rgb, dtype=np.uint8)  # [H, W, 3]
+
+
+def png_size(source: str | Path | IO[bytes]) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk, the first 24 bytes of the file, without decoding
+    anything; None if the bytes are not a PNG. A file object is left where it was."""
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as handle:
+            header = handle.read(24)
+    else:
+        position = source.tell()
+        header = source.read(24)
+        source.seek(position)
+    if len(header) < 24 or not header.startswith(PNG_SIGNATURE) or header[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", header[16:24])
+    return width, height
+
+
+def check_png_size(
+    source: str | Path | IO[bytes], where: str, max_side: int = MAX_IMAGE_SIDE, min_side: int = 1
+) -> tuple[int, int] | None:
+    """The PNG's (width, height) from its header; DataError unless each side is in
+    min_side..max_side. None (nothing checked) if it is not a PNG: decoding then says why."""
+    size = png_size(source)
+    if size is not None and not all(min_side <= side <= max_side for side in size):
+        raise DataError(
+            f"{where}: image is {size[0]}×{size[1]} pixels; each side must be "
+            f"{min_side}..{max_side}"
+        )
+    return size
 
 
 def to_rgb8(image: Image.Image) -> Image.Image:

@@ -4,12 +4,21 @@ When training answers "How many cylinders are behind the red cube?" for image 42
 data loader asks `FeatureStore(".../train/manifest.json")[4217]` for that image's [H, W, C]
 features. They live in ``train/train_00008.h5`` (images 4096..4607 with shard_size 512):
 dataset `features` [n, H, W, C] float16, channels last, one image per chunk, uncompressed (the
-fastest random reads measured, see platform-notes.md), and dataset `image_index` [n].
+fastest random reads measured; benchmarks/loader_speed.py times them), and dataset
+`image_index` [n].
 
 A shard is written under a temporary name in its folder and renamed when complete, then entered
-in the manifest (file, image range, count, size, sha256). A rerun keeps a shard only if the
-manifest lists it with the same settings, inputs and checksum, so a killed run leaves no half
-shard and loses at most the shard in progress. `verify_manifest` re-checks every checksum.
+in the manifest (file, image range, count, size, sha256, and `inputs_sha256` over the bytes of
+its images). A rerun keeps a shard only if the manifest lists it with the same settings, inputs
+and checksum, so a killed run leaves no half shard and loses at most the shard in progress, and
+an image edited in place (even at the same size) has its shard extracted again.
+`verify_manifest` re-checks every checksum and, given the planned shards, every inputs digest.
+
+`FeatureStore` checks each shard's size and sha256 against the manifest the first time it opens
+it (once per shard per process, about 0.15 s for a 200 MB shard of 512 train images; never
+per read), so training or evaluating on a damaged shard stops with one line naming it. A copy of
+the store sent to a DataLoader worker (forked or pickled) remembers which shards were already
+checked and does not hash them again.
 """
 
 from __future__ import annotations
@@ -28,18 +37,23 @@ import numpy as np
 from pipeline.clevr import DataError
 
 MANIFEST_NAME = "manifest.json"
-FORMAT = "snmn-features/1"
+FORMAT = "snmn-features/2"  # /2: inputs_sha256 covers the images' bytes (/1: names and sizes)
 TEMP_SUFFIX = ".partial"
+REPAIR_HINT = (
+    "; run `snmn extract --verify` to list every damaged shard, then `snmn extract` to rewrite them"
+)
 
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """Images first_index .. first_index + len(paths) - 1 of a split, bound for one file."""
+    """Images first_index .. first_index + len(paths) - 1 of a split, bound for one file, and
+    the digest of their bytes when they were planned (`inputs_sha256`)."""
 
     split: str
     number: int
     first_index: int
     paths: tuple[str, ...]
+    inputs_sha256: str
 
     @property
     def count(self) -> int:
@@ -49,20 +63,32 @@ class ShardSpec:
     def file_name(self) -> str:
         return f"{self.split}_{self.number:05d}.h5"
 
-    def inputs_digest(self) -> str:
-        """sha256 of the image file names and sizes: a changed input set redoes the shard."""
-        digest = hashlib.sha256()
-        for path in self.paths:
-            digest.update(f"{Path(path).name}\t{os.path.getsize(path)}\n".encode())
-        return digest.hexdigest()
-
 
 def plan_shards(split: str, paths: list[Path], shard_size: int) -> list[ShardSpec]:
-    """Cut a split's ordered image paths into consecutive shards of shard_size images."""
-    return [
-        ShardSpec(split, number, start, tuple(str(p) for p in paths[start : start + shard_size]))
-        for number, start in enumerate(range(0, len(paths), shard_size))
-    ]
+    """Cut a split's ordered image paths into consecutive shards of shard_size images, each
+    with the digest of its images' bytes as they are now, before any of them is decoded."""
+    shards = []
+    for number, start in enumerate(range(0, len(paths), shard_size)):
+        chunk = tuple(str(path) for path in paths[start : start + shard_size])
+        shards.append(ShardSpec(split, number, start, chunk, inputs_sha256(chunk)))
+    return shards
+
+
+def inputs_sha256(paths: tuple[str, ...]) -> str:
+    """sha256 over each image's file name and the sha256 of its bytes: an image renamed or
+    edited in place (even at the same size) changes it, so its shard is extracted again.
+
+    Taken when the shards are planned: an image changed while the run decodes it leaves the
+    old digest behind, and the next run redoes its shard. Hashing CLEVR's PNGs (~200 KB each)
+    costs little next to decoding them."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            image_sha256 = file_sha256(path)
+        except OSError as error:
+            raise DataError(f"{path}: cannot read image ({error.strerror or error})") from None
+        digest.update(f"{Path(path).name}\t{image_sha256}\n".encode())
+    return digest.hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:
@@ -114,7 +140,7 @@ class ShardWriter:
         self.features[self.written : self.written + len(features)] = features
         self.written += len(features)
 
-    def finish(self, inputs_digest: str) -> dict[str, Any]:
+    def finish(self, inputs_sha256: str) -> dict[str, Any]:
         if self.written != self.shard.count:
             raise DataError(f"{self.final_path}: wrote {self.written} of {self.shard.count} images")
         self.file.close()
@@ -126,7 +152,7 @@ class ShardWriter:
             "count": self.shard.count,
             "bytes": self.temp_path.stat().st_size,
             "sha256": file_sha256(self.temp_path),
-            "inputs_sha256": inputs_digest,
+            "inputs_sha256": inputs_sha256,
         }
         os.replace(self.temp_path, self.final_path)
         self.finished = True
@@ -182,9 +208,9 @@ def reusable_entries(
             and entry.get("file") == shard.file_name
             and entry.get("first_index") == shard.first_index
             and entry.get("count") == shard.count
-            and entry.get("inputs_sha256") == shard.inputs_digest()
             and path.is_file()
             and path.stat().st_size == entry.get("bytes")
+            and entry.get("inputs_sha256") == shard.inputs_sha256
             and file_sha256(path) == entry.get("sha256")
         ):
             kept[shard.number] = entry
@@ -203,16 +229,38 @@ def remove_leftovers(folder: Path, split: str, keep: set[str]) -> list[str]:
     return removed
 
 
-def verify_manifest(path: str | Path) -> list[str]:
-    """Every problem of a split's features, one line each (empty list: all shards verified)."""
+def verify_manifest(path: str | Path, shards: list[ShardSpec] | None = None) -> list[str]:
+    """Every problem of a split's features, one line each (empty list: all shards verified).
+
+    With `shards`, the split's images as planned now, each shard's inputs digest is checked too:
+    a shard extracted from images that have changed since is reported."""
     path = Path(path)
     manifest = read_manifest(path)
     if manifest is None:
         return [f"{path}: manifest not found (run `snmn extract` first)"]
     try:
-        return _shard_problems(path, manifest)
+        problems = _shard_problems(path, manifest)
+        if shards is not None:
+            problems += _input_problems(path, manifest, shards)
+        return problems
     except (KeyError, TypeError) as error:
         return [f"{path}: malformed manifest ({type(error).__name__}: {error})"]
+
+
+def shard_file_problem(shard_path: Path, entry: dict[str, Any]) -> str | None:
+    """What is wrong with one shard file against its manifest entry (missing, size, sha256)."""
+    if not shard_path.is_file():
+        return f"{shard_path}: missing"
+    size = shard_path.stat().st_size
+    if size != entry["bytes"]:
+        return f"{shard_path}: {size} bytes, manifest says {entry['bytes']}"
+    actual = file_sha256(shard_path)
+    if actual != entry["sha256"]:
+        return (
+            f"{shard_path}: sha256 {actual[:12]}… differs from the manifest's "
+            f"{entry['sha256'][:12]}…"
+        )
+    return None
 
 
 def _shard_problems(path: Path, manifest: dict[str, Any]) -> list[str]:
@@ -230,16 +278,37 @@ def _shard_problems(path: Path, manifest: dict[str, Any]) -> list[str]:
                 f"{shard_path}: starts at image {entry['first_index']}, expected {expected_first}"
             )
         expected_first = entry["first_index"] + entry["count"]
-        if not shard_path.is_file():
-            problems.append(f"{shard_path}: missing")
-        elif shard_path.stat().st_size != entry["bytes"]:
+        if (problem := shard_file_problem(shard_path, entry)) is not None:
+            problems.append(problem)
+    return problems
+
+
+def _input_problems(path: Path, manifest: dict[str, Any], shards: list[ShardSpec]) -> list[str]:
+    """Shards whose images are no longer those they were extracted from."""
+    if manifest.get("format") != FORMAT:  # its inputs digests are of another kind
+        return [
+            f"{path}: format {manifest.get('format')!r}, not {FORMAT!r}: its inputs digests do "
+            "not cover the images' bytes; rerun `snmn extract`"
+        ]
+    problems = []
+    images = sum(shard.count for shard in shards)
+    if images != manifest["num_images"]:
+        problems.append(
+            f"{path}: lists {manifest['num_images']} images, the image folder now holds "
+            f"{images}; rerun `snmn extract`"
+        )
+    planned = {shard.number: shard for shard in shards}
+    for entry in sorted(manifest["shards"], key=lambda e: e["first_index"]):
+        shard = planned.get(entry["number"])
+        same_range = shard is not None and (shard.first_index, shard.count) == (
+            entry["first_index"],
+            entry["count"],
+        )
+        if not same_range or entry.get("inputs_sha256") != shard.inputs_sha256:
+            last = entry["first_index"] + entry["count"] - 1
             problems.append(
-                f"{shard_path}: {shard_path.stat().st_size} bytes, manifest says {entry['bytes']}"
-            )
-        elif (actual := file_sha256(shard_path)) != entry["sha256"]:
-            problems.append(
-                f"{shard_path}: sha256 {actual[:12]}… differs from the manifest's "
-                f"{entry['sha256'][:12]}…"
+                f"{path.parent / entry['file']}: images {entry['first_index']}..{last} changed "
+                "since it was extracted (inputs sha256 differs); rerun `snmn extract`"
             )
     return problems
 
@@ -254,6 +323,8 @@ class FeatureStore:
 
     HDF5 files are opened lazily, on first use in each process: a store created before a
     DataLoader forks its workers (or pickled into them) opens its own handles in every worker.
+    Opening a shard first checks its size and sha256 against the manifest, once per shard: the
+    set of checked shards travels with the store into forked or unpickled copies.
     """
 
     def __init__(self, manifest_path: str | Path) -> None:
@@ -264,12 +335,19 @@ class FeatureStore:
         if not manifest.get("complete"):
             raise DataError(f"{self.manifest_path}: features incomplete (rerun `snmn extract`)")
         self.manifest = manifest
-        self.entries = sorted(manifest["shards"], key=lambda entry: entry["first_index"])
-        self.firsts = [entry["first_index"] for entry in self.entries]
-        self.shape = tuple(manifest["feature_shape"])  # (H, W, C)
-        self.dtype = np.dtype(manifest["dtype"])
-        self.pretrained = bool(manifest["pretrained"])
+        try:
+            self.entries = sorted(manifest["shards"], key=lambda entry: entry["first_index"])
+            self.firsts = [entry["first_index"] for entry in self.entries]
+            self.shape = tuple(manifest["feature_shape"])  # (H, W, C)
+            self.dtype = np.dtype(manifest["dtype"])
+            self.pretrained = bool(manifest["pretrained"])
+        except (KeyError, TypeError) as error:
+            raise DataError(
+                f"{self.manifest_path}: malformed manifest ({type(error).__name__}: {error}); "
+                "rerun `snmn extract`"
+            ) from None
         self._handles: dict[str, h5py.File] = {}
+        self._checked: set[str] = set()  # shard files whose size and sha256 matched
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -280,17 +358,29 @@ class FeatureStore:
         if not 0 <= image_index < len(self):
             raise IndexError(f"{self.manifest_path}: image index {image_index} out of range")
         entry = self.entries[bisect.bisect_right(self.firsts, image_index) - 1]
-        return self._dataset(entry)[image_index - entry["first_index"]]
+        features = self._dataset(entry)
+        try:
+            return features[image_index - entry["first_index"]]
+        except OSError as error:
+            raise self._damaged(entry, f"cannot read image {image_index}", error) from None
 
     def load_all(self) -> np.ndarray:
         """The whole split in RAM: [N, H, W, C] (e.g. 15k val images at 14×14×1024 ≈ 6 GB)."""
         features = np.empty((len(self), *self.shape), dtype=self.dtype)
         for entry in self.entries:
             first = entry["first_index"]
-            self._dataset(entry).read_direct(
-                features, dest_sel=np.s_[first : first + entry["count"]]
-            )
+            shard = self._dataset(entry)
+            try:
+                shard.read_direct(features, dest_sel=np.s_[first : first + entry["count"]])
+            except OSError as error:
+                raise self._damaged(entry, "cannot read its features", error) from None
         return features
+
+    def check_shards(self) -> None:
+        """Open (and so check) every shard now: before DataLoader workers start, a damaged shard
+        then fails here in one line rather than in a worker, and the workers hash nothing."""
+        for entry in self.entries:
+            self._dataset(entry)
 
     def close(self) -> None:
         for handle in self._handles.values():
@@ -302,9 +392,39 @@ class FeatureStore:
             self._handles, self._pid = {}, os.getpid()
         handle = self._handles.get(entry["file"])
         if handle is None:
-            handle = h5py.File(self.manifest_path.parent / entry["file"], "r")
+            handle = self._open(entry)
             self._handles[entry["file"]] = handle
         return handle["features"]
+
+    def _open(self, entry: dict[str, Any]) -> h5py.File:
+        """The shard's HDF5 file, its size and sha256 checked first (once per shard)."""
+        path = self.manifest_path.parent / entry["file"]
+        if entry["file"] not in self._checked:
+            problem = shard_file_problem(path, entry)
+            if problem is not None:
+                raise DataError(f"{problem}{REPAIR_HINT}")
+            self._checked.add(entry["file"])
+        try:
+            handle = h5py.File(path, "r")
+        except OSError as error:
+            raise self._damaged(entry, "not a readable HDF5 file", error) from None
+        try:
+            shape = handle["features"].shape
+        except (OSError, KeyError) as error:
+            handle.close()
+            raise self._damaged(entry, "no readable `features` dataset", error) from None
+        if shape != (entry["count"], *self.shape):
+            handle.close()
+            raise DataError(
+                f"{path}: features of shape {shape}, expected {(entry['count'], *self.shape)} "
+                f"from {self.manifest_path}{REPAIR_HINT}"
+            )
+        return handle
+
+    def _damaged(self, entry: dict[str, Any], what: str, error: Exception) -> DataError:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        path = self.manifest_path.parent / entry["file"]
+        return DataError(f"{path}: {what} ({reason}){REPAIR_HINT}")
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_handles": {}}

@@ -1,7 +1,9 @@
 """SIGKILL an extraction mid-shard, rerun it: complete, verified, finished shards untouched.
+Start a second extraction into the same folder while one runs: refused in one line, and the
+first one finishes undisturbed.
 
 The extraction runs as `snmn extract` in a subprocess through a small driver that only slows
-each batch down (so the kill lands while the second shard is being written).
+each batch down (so the kill, or the second run, lands while the second shard is being written).
 """
 
 import dataclasses
@@ -21,6 +23,7 @@ import yaml
 from pipeline.clevr import DataError
 from pipeline.config import to_dict
 from pipeline.features import extract_features, verify_features
+from pipeline.locks import writer_lock
 from pipeline.shards import FeatureStore, read_manifest
 from tests.conftest import tiny_extract_config, write_pngs
 
@@ -42,7 +45,8 @@ DRIVER = """
 """
 
 
-def test_a_killed_extraction_resumes_without_redoing_finished_shards(tmp_path):
+def start_slow_extraction(tmp_path):
+    """(config, `snmn extract` running in a subprocess), once it is writing the second shard."""
     write_pngs(tmp_path, "train", 9, size=(72, 48))
     config = tiny_extract_config(
         tmp_path, shard_size=3, batch_size=1, decode_workers=2, calibration_images=3
@@ -58,17 +62,41 @@ def test_a_killed_extraction_resumes_without_redoing_finished_shards(tmp_path):
         start_new_session=True,  # its decoding workers die with it
     )
     deadline = time.monotonic() + 90
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            manifest = read_manifest(output / "manifest.json") if output.is_dir() else None
-            if manifest and manifest["shards"] and (output / ".train_00001.h5.partial").exists():
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, process.stderr.read().decode()[-2000:]
-    finally:
+    while time.monotonic() < deadline and process.poll() is None:
+        manifest = read_manifest(output / "manifest.json") if output.is_dir() else None
+        if manifest and manifest["shards"] and (output / ".train_00001.h5.partial").exists():
+            return config, process
+        time.sleep(0.05)
+    stop(process)
+    raise AssertionError(process.stderr.read().decode()[-2000:])
+
+
+def stop(process):
+    """SIGKILL the extraction and its decoding workers."""
+    if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    process.wait()
+
+
+def wait_for_writer_lock(folder, seconds=30):
+    """The killed run's decoding workers share its lock (forked with it) until they are gone."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with writer_lock(folder):
+                return
+        except DataError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_a_killed_extraction_resumes_without_redoing_finished_shards(tmp_path):
+    config, process = start_slow_extraction(tmp_path)
+    stop(process)
     assert process.returncode == -signal.SIGKILL
+    output = tmp_path / "features" / "train"
+    wait_for_writer_lock(tmp_path / "features")
 
     assert (output / "train_00000.h5").is_file() and not (output / "train_00001.h5").exists()
     with pytest.raises(DataError, match="incomplete"):
@@ -96,3 +124,29 @@ def test_a_killed_extraction_resumes_without_redoing_finished_shards(tmp_path):
     resumed = FeatureStore(output / "manifest.json").load_all()
     expected = FeatureStore(tmp_path / "clean" / "train" / "manifest.json").load_all()
     np.testing.assert_array_equal(resumed, expected)
+
+
+def test_a_second_extraction_into_the_same_folder_is_refused_in_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    from stages import cli
+
+    config, process = start_slow_extraction(tmp_path)
+    try:
+        before = read_manifest(tmp_path / "features" / "train" / "manifest.json")
+        monkeypatch.setattr(
+            sys, "argv", ["snmn", "extract", "--params", str(tmp_path / "params.yaml")]
+        )
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"error: {tmp_path / 'features'}: another process (pid {process.pid}) is writing "
+            "this folder; wait for it to finish, or stop it, and run again"
+        ]
+        after = read_manifest(tmp_path / "features" / "train" / "manifest.json")
+        assert after["shards"][: len(before["shards"])] == before["shards"]
+        assert process.wait(timeout=90) == 0, process.stderr.read().decode()[-2000:]
+    finally:
+        stop(process)
+    assert verify_features(config) == 3

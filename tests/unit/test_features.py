@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+import yaml
 from PIL import Image
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.transforms import functional
@@ -17,13 +18,14 @@ from torchvision.transforms import functional
 import pipeline.features
 from pipeline.backbone import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from pipeline.clevr import DataError
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, to_dict
 from pipeline.devices import resolve_device
 from pipeline.features import Extractor, extract_features, verify_features
 from pipeline.images import image_name
 from pipeline.shards import FeatureStore, read_manifest
 from tests.conftest import REAL_CLEVR_SAMPLE, write_pngs
 from tests.conftest import tiny_extract_config as tiny_config
+from tests.unit.test_features_images import png_claiming
 
 REAL_IMAGES = str(REAL_CLEVR_SAMPLE / "images" / "test")
 
@@ -160,6 +162,72 @@ def test_an_unreadable_png_names_the_file_and_keeps_finished_shards(tmp_path):
     assert not manifest["complete"] and [s["file"] for s in manifest["shards"]] == [
         "train_00000.h5"
     ]
+
+
+def run_snmn(monkeypatch, capsys, *arguments):
+    """`snmn *arguments` in this process: (exit status, stderr lines)."""
+    from stages import cli
+
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["snmn", *map(str, arguments)])
+    try:
+        cli.main()
+        status = 0
+    except SystemExit as exit_info:
+        status = exit_info.code
+    return status, capsys.readouterr().err.splitlines()
+
+
+def test_an_image_edited_in_place_at_the_same_size_is_extracted_again(
+    tmp_path, monkeypatch, capsys
+):
+    folder = write_pngs(tmp_path, "train", 5)
+    config = tiny_config(tmp_path, calibration_images=2)  # BatchNorm statistics: images 0, 1
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"extract": to_dict(config)}))
+    assert run_snmn(monkeypatch, capsys, "extract", "--params", params)[0] == 0
+    edited = folder / image_name("train", 3)
+    replacement = write_pngs(tmp_path / "edited", "train", 5, seed=1) / image_name("train", 3)
+    assert replacement.stat().st_size == edited.stat().st_size
+    edited.write_bytes(replacement.read_bytes())  # same name, same size, other pixels
+
+    status, err = run_snmn(monkeypatch, capsys, "extract", "--params", params, "--verify")
+
+    shard = tmp_path / "features" / "train" / "train_00001.h5"
+    assert status == 2
+    assert err[-1] == (
+        f"error: 1 feature problem(s); first: {shard}: images 2..3 changed since it was "
+        "extracted (inputs sha256 differs); rerun `snmn extract`"
+    )
+    assert sum(line.startswith("error:") for line in err) == 1
+
+    summary = extract_features(config)
+
+    assert (summary.images, summary.reused) == (2, 3)
+    assert run_snmn(monkeypatch, capsys, "extract", "--params", params, "--verify")[0] == 0
+    clean = dataclasses.replace(config, output_dir=str(tmp_path / "clean"))
+    extract_features(clean)
+    expected = FeatureStore(tmp_path / "clean" / "train" / "manifest.json").load_all()
+    again = FeatureStore(tmp_path / "features" / "train" / "manifest.json").load_all()
+    np.testing.assert_array_equal(again, expected)
+
+
+def test_a_decompression_bomb_png_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    folder = write_pngs(tmp_path, "train", 5)
+    bomb = folder / image_name("train", 3)
+    bomb.write_bytes(png_claiming(20000, 20000))
+    params = tmp_path / "params.yaml"
+    config = tiny_config(tmp_path, weights="random", calibration_images=2)
+    params.write_text(yaml.safe_dump({"extract": to_dict(config)}))
+
+    status, err = run_snmn(monkeypatch, capsys, "extract", "--params", params)
+
+    assert status == 2
+    assert err[-1] == (
+        f"error: {bomb} (image_index 3): image is 20000×20000 pixels; each side must be 1..4096"
+    )
+    assert sum(line.startswith("error:") for line in err) == 1
+    assert not any("Traceback" in line for line in err)
 
 
 def test_gray_16_bit_and_odd_sized_pngs_are_converted(tmp_path):

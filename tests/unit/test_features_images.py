@@ -1,13 +1,22 @@
 """Finding and decoding a split's PNGs: names, gaps, colour modes, bit depths, broken files."""
 
+import io
 import os
+import struct
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.clevr import DataError
-from pipeline.images import decoding_loader, image_name, list_split_images, load_image
+from pipeline.clevr import PNG_SIGNATURE, DataError
+from pipeline.images import (
+    check_png_size,
+    decoding_loader,
+    image_name,
+    list_split_images,
+    load_image,
+)
 from tests.conftest import REAL_CLEVR_SAMPLE, write_pngs
 
 REAL_IMAGE = str(REAL_CLEVR_SAMPLE / "images" / "test" / "CLEVR_test_000000.png")
@@ -92,6 +101,35 @@ def test_truncated_and_non_png_files_raise_one_line_errors(tmp_path):
     (tmp_path / "garbage.png").write_bytes(b"not an image at all")
     with pytest.raises(DataError, match="garbage.png: cannot decode PNG"):
         load_image(tmp_path / "garbage.png", 64, 64)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose header announces width×height RGB pixels, as a decompression bomb's
+    does (its few pixel bytes never get decoded: the header alone must stop it)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    pixels = zlib.compress(b"\0" * 4096)
+    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):
+    bomb = tmp_path / "CLEVR_train_000003.png"
+    bomb.write_bytes(png_claiming(20000, 20000))
+    with pytest.raises(DataError) as refused:
+        load_image(bomb, 64, 64, image_index=3)
+    assert str(refused.value) == (
+        f"{bomb} (image_index 3): image is 20000×20000 pixels; each side must be 1..4096"
+    )
+    upload = io.BytesIO(png_claiming(640, 16))
+    assert check_png_size(upload, "upload", max_side=4096, min_side=16) == (640, 16)
+    assert upload.tell() == 0  # left where it was, for the decoder
+    with pytest.raises(DataError, match="^upload: image is 640×8 pixels; each side must be 16"):
+        check_png_size(io.BytesIO(png_claiming(640, 8)), "upload", max_side=4096, min_side=16)
+    assert check_png_size(io.BytesIO(b"not a PNG"), "upload") is None
 
 
 class Niceness:

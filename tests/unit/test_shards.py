@@ -9,7 +9,9 @@ import pytest
 
 from pipeline.clevr import DataError
 from pipeline.shards import (
+    FORMAT,
     FeatureStore,
+    ShardSpec,
     ShardWriter,
     file_sha256,
     plan_shards,
@@ -39,17 +41,23 @@ def write_split(folder, count, shard_size):
         with ShardWriter(folder, shard, SHAPE, "float16", {"split": "val"}) as writer:
             first = shard.first_index
             writer.write(np.stack([features_of(i) for i in range(first, first + shard.count)]))
-            entries.append(writer.finish(shard.inputs_digest()))
-    manifest = {"num_images": count, "complete": True, "feature_shape": list(SHAPE)}
+            entries.append(writer.finish(shard.inputs_sha256))
+    manifest = {"format": FORMAT, "num_images": count, "complete": True}
+    manifest |= {"feature_shape": list(SHAPE)}
     manifest |= {"dtype": "float16", "pretrained": False, "backbone": "b", "shards": entries}
     write_manifest(folder / "manifest.json", manifest)
     return shards, manifest
 
 
-def test_plan_cuts_consecutive_shards():
-    shards = plan_shards("val", [f"/x/CLEVR_val_{i:06d}.png" for i in range(10)], 4)
+def test_plan_cuts_consecutive_shards(tmp_path):
+    images = []
+    for index in range(10):
+        images.append(tmp_path / f"CLEVR_val_{index:06d}.png")
+        images[-1].write_bytes(b"png %d" % index)
+    shards = plan_shards("val", images, 4)
     assert [(s.number, s.first_index, s.count) for s in shards] == [(0, 0, 4), (1, 4, 4), (2, 8, 2)]
     assert shards[2].file_name == "val_00002.h5"
+    assert len({s.inputs_sha256 for s in shards}) == 3
 
 
 def test_a_shard_is_chunked_per_image_and_renamed_when_complete(tmp_path):
@@ -65,7 +73,7 @@ def test_a_shard_is_chunked_per_image_and_renamed_when_complete(tmp_path):
 
 
 def test_an_interrupted_shard_leaves_nothing(tmp_path):
-    shard = plan_shards("val", ["/x/a.png", "/x/b.png"], 2)[0]
+    shard = ShardSpec("val", 0, 0, ("/x/a.png", "/x/b.png"), "digest")
     with pytest.raises(KeyboardInterrupt):
         with ShardWriter(tmp_path, shard, SHAPE, "float16", {}) as writer:
             writer.write(features_of(0)[None])
@@ -91,9 +99,29 @@ def test_reuse_needs_same_settings_inputs_and_checksum(tmp_path):
         handle.write(bytes([last[0] ^ 0xFF]))
     (tmp_path / "val_00002.h5").unlink()
     (tmp_path / "images" / "CLEVR_val_000000.png").write_bytes(b"changed input")
+    shards = plan_shards("val", sorted((tmp_path / "images").iterdir()), 2)
     assert set(reusable_entries(manifest, tmp_path, settings, shards)) == set()
     assert set(reusable_entries(manifest, tmp_path, settings, shards[1:])) == set()
     assert len(verify_manifest(tmp_path / "manifest.json")) == 2
+
+
+def test_an_image_edited_at_the_same_size_redoes_its_shard_and_fails_verify(tmp_path):
+    _, manifest = write_split(tmp_path, 5, 2)
+    image = tmp_path / "images" / "CLEVR_val_000002.png"
+    image.write_bytes(image.read_bytes().replace(b"x", b"y"))  # edited in place, same size
+    shards = plan_shards("val", sorted((tmp_path / "images").iterdir()), 2)
+    settings = {"backbone": "b"}
+    assert set(reusable_entries(manifest, tmp_path, settings, shards)) == {0, 2}
+    assert verify_manifest(tmp_path / "manifest.json") == []  # shard files alone are intact
+    assert verify_manifest(tmp_path / "manifest.json", shards) == [
+        f"{tmp_path / 'val_00001.h5'}: images 2..3 changed since it was extracted "
+        "(inputs sha256 differs); rerun `snmn extract`"
+    ]
+    write_manifest(tmp_path / "manifest.json", manifest | {"format": "snmn-features/1"})
+    assert verify_manifest(tmp_path / "manifest.json", shards) == [
+        f"{tmp_path / 'manifest.json'}: format 'snmn-features/1', not 'snmn-features/2': its "
+        "inputs digests do not cover the images' bytes; rerun `snmn extract`"
+    ]
 
 
 def test_verify_names_every_problem(tmp_path):
