@@ -5,6 +5,12 @@ there?" the generator needs `generate.*`, the tokeniser `tokenize.*`, the model 
 on; each function takes only the section it needs. An unknown key or a value of the wrong type is
 an error that names the dotted key (``train.batch_size: expected int, got 'abc'``), so a typo in
 params.yaml never silently falls back to a default.
+
+Values are checked when the Config is built, not when a stage first uses them: `model.embed_dim: 0`
+or `train.keep_checkpoints: 0` stop `snmn train` with one line naming the key before any data is
+read or Ray starts. The file itself is read strictly too: an empty file, a key written twice (YAML
+would keep the last `train:` section and silently drop the first) or a file that is not UTF-8 text
+is a ConfigError naming the file.
 """
 
 from __future__ import annotations
@@ -25,6 +31,22 @@ from snmn.config import ModelConfig
 
 class ConfigError(ValueError):
     """A params.yaml value that does not fit the Config schema (message names the key)."""
+
+
+def check_at_least(section: str, config: Any, least: dict[str, int | float]) -> None:
+    """ConfigError naming the first field of `config` that is below its least value."""
+    for name, bound in least.items():
+        value = getattr(config, name)
+        if value < bound:
+            raise ConfigError(f"{section}.{name}: must be >= {bound}, got {value}")
+
+
+def check_positive(section: str, config: Any, names: tuple[str, ...]) -> None:
+    """ConfigError naming the first of `names` that is not > 0 (rates, temperatures, norms)."""
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0:
+            raise ConfigError(f"{section}.{name}: must be > 0, got {value}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,6 +89,12 @@ class TokenizeConfig:
     image_width: int = 480  # pixels of the images the CLEVR-Ref boxes refer to
     image_height: int = 320
 
+    def __post_init__(self) -> None:
+        minimum = {"max_question_tokens": 1, "image_width": 1, "image_height": 1}
+        check_at_least("tokenize", self, minimum)
+        if not self.vocab_split:
+            raise ConfigError("tokenize.vocab_split: must name the split the vocabulary comes from")
+
 
 @dataclass(frozen=True)
 class ExtractConfig:
@@ -92,9 +120,7 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         minimum = {"input_height": 32, "input_width": 32, "shard_size": 1, "batch_size": 1}
         minimum |= {"decode_workers": 0, "num_workers": 1, "calibration_images": 1}
-        for name, least in minimum.items():
-            if getattr(self, name) < least:
-                raise ConfigError(f"extract.{name}: must be >= {least}, got {getattr(self, name)}")
+        check_at_least("extract", self, minimum)
         if not self.splits:
             raise ConfigError("extract.splits: must name at least one split")
 
@@ -129,13 +155,10 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         minimum = {"input_height": 32, "input_width": 32, "epochs": 1, "batch_size": 1}
         minimum |= {"max_images": 0, "holdout_images": 0, "log_every": 1, "torch_threads": 0}
-        for name, least in minimum.items():
-            if getattr(self, name) < least:
-                raise ConfigError(f"pretrain.{name}: must be >= {least}, got {getattr(self, name)}")
+        check_at_least("pretrain", self, minimum | {"weight_decay": 0})
+        check_positive("pretrain", self, ("learning_rate",))
         if not 0.0 < self.min_coverage <= 1.0:
             raise ConfigError(f"pretrain.min_coverage: must be in (0, 1], got {self.min_coverage}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"pretrain.learning_rate: must be > 0, got {self.learning_rate}")
 
 
 @dataclass(frozen=True)
@@ -197,19 +220,21 @@ class TrainConfig:
                 raise ConfigError(
                     f"train.{name}: expected one of {list(allowed)}, got {getattr(self, name)!r}"
                 )
-        for name in (
-            "iterations",
-            "batch_size",
-            "log_every",
-            "eval_every",
-            "checkpoint_every",
-            "num_workers",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name}: must be at least 1, got {getattr(self, name)}")
-        if self.warmup_iterations < 0:
+        counts = {"iterations": 1, "batch_size": 1, "log_every": 1, "eval_every": 1}
+        counts |= {"checkpoint_every": 1, "keep_checkpoints": 1, "num_workers": 1}
+        counts |= {"warmup_iterations": 0, "eval_max_questions": 0, "loader_workers": 0}
+        counts |= {"torch_threads": 0, "entropy_ramp_start": 0}
+        counts |= {"max_failures": -1}  # Ray Train's FailureConfig: -1 = retry forever
+        weights = {"weight_decay": 0, "layout_loss_weight": 0, "entropy_weight": 0}
+        weights |= {"ref_cell_weight": 0, "ref_offset_weight": 0}
+        check_at_least("train", self, counts | weights)
+        check_positive("train", self, ("learning_rate", "grad_clip", "cpus_per_worker"))
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay: must be in [0, 1), got {self.ema_decay}")
+        if self.entropy_ramp_end < self.entropy_ramp_start:
             raise ConfigError(
-                f"train.warmup_iterations: must be 0 or more, got {self.warmup_iterations}"
+                f"train.entropy_ramp_end {self.entropy_ramp_end} must not come before "
+                f"train.entropy_ramp_start {self.entropy_ramp_start}"
             )
         if len(self.curriculum_iterations) != len(self.curriculum_max_modules):
             raise ConfigError(
@@ -249,9 +274,7 @@ class ServeConfig:
     def __post_init__(self) -> None:
         minimum = {"port": 1, "torch_threads": 1, "max_upload_bytes": 1024}
         minimum |= {"max_question_chars": 1, "max_image_side": 16, "max_connections": 1}
-        for name, least in minimum.items():
-            if getattr(self, name) < least:
-                raise ConfigError(f"serve.{name}: must be >= {least}, got {getattr(self, name)}")
+        check_at_least("serve", self, minimum)
         if self.port > 65535:
             raise ConfigError(f"serve.port: must be <= 65535, got {self.port}")
 
@@ -285,11 +308,9 @@ class EvaluateConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "baseline_iterations", "baseline_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"evaluate.{name}: must be at least 1, got {getattr(self, name)}")
-        if self.max_questions < 0:
-            raise ConfigError(f"evaluate.max_questions: must be >= 0, got {self.max_questions}")
+        minimum = {"batch_size": 1, "baseline_iterations": 1, "baseline_batch_size": 1}
+        check_at_least("evaluate", self, minimum | {"max_questions": 0})
+        check_positive("evaluate", self, ("baseline_learning_rate",))
         if not (self.vqa_split or self.ref_split):
             raise ConfigError("evaluate.vqa_split/ref_split: name at least one split")
 
@@ -314,9 +335,7 @@ class ReportConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("num_examples", "candidates"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"report.{name}: must be at least 1, got {getattr(self, name)}")
+        check_at_least("report", self, {"num_examples": 1, "candidates": 1})
 
 
 @dataclass(frozen=True)
@@ -333,10 +352,50 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
 
+    def __post_init__(self) -> None:
+        check_model(self.model)
+        check_dataset_counts(self.generate)
+
     def fingerprint(self) -> str:
         """Short stable hash of every value: equal configs, equal fingerprints."""
         text = json.dumps(to_dict(self), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def check_model(model: ModelConfig) -> None:
+    """Sizes of the network that snmn/config.py leaves unchecked: every width and count >= 1.
+
+    `model.embed_dim: 0` would otherwise end in a ZeroDivisionError inside a Ray worker (the
+    word embedding is drawn from N(0, 1/sqrt(embed_dim))). vocab_size and num_answers may be 0:
+    they are then taken from the tokeniser's vocabularies.
+    """
+    sizes = {"num_steps": 1, "embed_dim": 1, "lstm_dim": 2, "feature_dim": 1}
+    sizes |= {"feature_height": 1, "feature_width": 1, "pos_enc_dim": 4, "kb_dim": 1}
+    sizes |= {"memory_dim": 1, "vqa_hidden_dim": 1, "vocab_size": 0, "num_answers": 0}
+    check_at_least("model", model, sizes)
+    check_positive("model", model, ("soft_pointer_temperature",))
+
+
+def check_dataset_counts(generate: GenerateConfig) -> None:
+    """A params.yaml run needs pictures and questions: a split of 0 images or 0 questions per
+    image would leave empty files that tokenize and train trip over later.
+
+    A split that is not wanted is left out of generate.num_images (the CLEVR-Ref splits reuse
+    the pictures of train/val/test). Every split at 0 is the one exception: the real-CLEVR
+    recipe (recipes/clevr-vqa.yaml) reads CLEVR v1.0 and generates nothing. The generator itself
+    accepts 0 questions per image, for scenes-only datasets built in code (backbone tests).
+    """
+    counts = generate.num_images
+    if not counts:
+        raise ConfigError("generate.num_images: must give at least one split, e.g. {train: 2000}")
+    if any(counts.values()):
+        for split, count in counts.items():
+            if count < 1:
+                raise ConfigError(
+                    f"generate.num_images.{split}: must be >= 1, got {count} (leave the split "
+                    "out, or set every split to 0 to generate nothing, as for real CLEVR)"
+                )
+    check_at_least("generate", generate, {"questions_per_image": 1})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,15 +404,65 @@ class Config:
 
 
 def load_config(path: str | Path = "params.yaml") -> Config:
-    """Read params.yaml into a Config; a missing file or a bad key raises ConfigError."""
+    """Read params.yaml into a Config; a missing, empty, binary or malformed file, a key given
+    twice or a bad value raises ConfigError."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
+            "params must be a YAML file like params.yaml"
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror})") from None
+    try:
+        raw = yaml.load(text, Loader=StrictLoader)  # a SafeLoader: builds plain data only
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
+    if raw is None:
+        raise ConfigError(
+            f"{path}: empty (no sections); an empty file would silently mean the code's "
+            "defaults: write the values, as in params.yaml"
+        )
     return from_dict(Config, raw, where=str(path))
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping, at any depth.
+
+    YAML requires keys to be unique, but PyYAML keeps the last value: a params file with two
+    `train:` sections would silently lose every value of the first one.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in first_line:
+                    raise yaml.constructor.ConstructorError(
+                        problem=f"key {key!r} given twice (lines {first_line[key]} and {line}); "
+                        "keep one",
+                        problem_mark=key_node.start_mark,
+                    )
+                first_line[key] = line
+            except TypeError:  # an unhashable key: SafeLoader's own error below names it
+                break
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line for a YAML error: line, column and what is wrong (PyYAML's text spans lines)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return where + " ".join(str(problem).split())
 
 
 def from_dict(cls: type, raw: Any, where: str = "params") -> Any:

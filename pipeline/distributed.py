@@ -6,21 +6,34 @@ knows about Ray. It starts (or joins) Ray quietly, builds the ScalingConfig / Ru
 FailureConfig from params, hands every worker a plain dict (the Config, the MLflow run id and an
 absolute tracking URI: workers change their working directory), and adapts Ray Train's
 checkpoint API to the loop's small Reporter interface. Ray is imported inside functions only.
+
+A bad value or bad data found inside a worker (a ConfigError, a DataError: the same on every
+retry) is not retried: the run stops at the first failure and `fit` raises that error itself, so
+`snmn train` ends with its one line instead of Ray Train's WorkerGroupError. A local Ray started
+here tells its processes where its own dashboard is (RAY_API_SERVER_ADDRESS): Ray Train's
+placement-group cleaner asks the state API whether the controller is alive, and without an
+address that lookup fails with "Found multiple active Ray instances" whenever another local Ray
+(another user's, or a test's) is running on the machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoint import TrainingState
 from pipeline.checkpoint import load as load_checkpoint
 from pipeline.checkpoint import save as save_checkpoint
-from pipeline.config import Config, TrainConfig, from_dict, to_dict
+from pipeline.clevr import DataError
+from pipeline.config import Config, ConfigError, TrainConfig, from_dict, to_dict
 
 # Quiet, offline-friendly Ray defaults (platform-notes.md); a user's own values win.
 RAY_ENVIRONMENT = {
@@ -52,9 +65,25 @@ def start_ray(train: TrainConfig) -> bool:
         ray.init(address=address, logging_level="WARNING", log_to_driver=True)
         return True
     cpus = max(os.cpu_count() or 1, int(train.num_workers * train.cpus_per_worker + 0.999))
-    # The dashboard also serves the state API that Ray Train's placement-group cleaner polls.
-    ray.init(num_cpus=cpus, include_dashboard=True, logging_level="WARNING")
+    # The dashboard also serves the state API that Ray Train's placement-group cleaner polls;
+    # the cleaner finds it through RAY_API_SERVER_ADDRESS (module docstring).
+    port = free_port()
+    ray.init(
+        num_cpus=cpus,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=port,
+        runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+        logging_level="WARNING",
+    )
     return True
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def fit(
@@ -95,11 +124,67 @@ def fit(
                 logging_config=LoggingConfig(log_level="WARNING"),
             ),
         )
-        result = trainer.fit()
+        with input_errors_not_retried():
+            result = trainer.fit()
         return dict(result.metrics or {})
+    except Exception as error:
+        bad_input = input_error(error)
+        if bad_input is None:
+            raise
+        raise bad_input from None  # the worker's one line, not Ray Train's wrapper
     finally:
         if started:
             ray.shutdown()
+
+
+def input_error(error: BaseException) -> ConfigError | DataError | None:
+    """The ConfigError / DataError a worker raised, from Ray Train's WorkerGroupError (which
+    maps each failed rank to its original exception), or None."""
+    failures = getattr(error, "worker_failures", None) or {}
+    for rank in sorted(failures):
+        if isinstance(failures[rank], (ConfigError, DataError)):
+            return failures[rank]
+    return None
+
+
+class StopOnInputErrors:
+    """Ray Train failure policy: Ray's own decisions, except that a worker's ConfigError or
+    DataError ends the run at once (a restart would read the same params and the same files)."""
+
+    def __init__(self, default: Any) -> None:
+        self.default = default
+
+    def make_decision(self, training_failed_error: Exception) -> Any:
+        from ray.train.v2._internal.execution.failure_handling import FailureDecision
+
+        if input_error(training_failed_error) is not None:
+            return FailureDecision.RAISE
+        return self.default.make_decision(training_failed_error)
+
+
+@contextlib.contextmanager
+def input_errors_not_retried() -> Iterator[None]:
+    """While a TorchTrainer.fit() starts, build its failure policy as StopOnInputErrors.
+
+    Ray Train 2.x builds the policy from FailureConfig alone (no public hook), in the driver,
+    and ships it to the controller actor; another Ray version without that seam keeps Ray's
+    own policy (the error is then retried up to train.max_failures, and still reported as
+    one line by `fit`).
+    """
+    try:
+        from ray.train.v2.api import data_parallel_trainer as trainer_module
+    except ImportError:
+        yield
+        return
+    default_factory = getattr(trainer_module, "create_failure_policy", None)
+    if default_factory is None:
+        yield
+        return
+    trainer_module.create_failure_policy = lambda config: StopOnInputErrors(default_factory(config))
+    try:
+        yield
+    finally:
+        trainer_module.create_failure_policy = default_factory
 
 
 def ray_worker_entry(loop_config: dict[str, Any]) -> None:
@@ -124,12 +209,27 @@ def ray_worker_entry(loop_config: dict[str, Any]) -> None:
 
 
 def _quiet_worker_logs() -> None:
-    """Ray Train logs every report at INFO under a logger named by its file path; mute it."""
+    """Ray Train logs every report at INFO under a logger named by its file path; mute it.
+
+    It also logs the traceback of whatever the training function raised; for a ConfigError or
+    DataError that is dropped here, since `fit` shows the error itself as one line.
+    """
     try:
+        from ray.train.v2._internal import util as train_util
         from ray.train.v2._internal.execution import context as train_context
     except ImportError:  # another Ray version: nothing to mute
         return
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    traceback_logger = logging.getLogger(train_util.__name__)
+    if not any(isinstance(f, _HideInputErrorTracebacks) for f in traceback_logger.filters):
+        traceback_logger.addFilter(_HideInputErrorTracebacks())
+
+
+class _HideInputErrorTracebacks(logging.Filter):
+    """Drops a log record written while a ConfigError / DataError is being handled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not isinstance(sys.exc_info()[1], (ConfigError, DataError))
 
 
 class RayReporter:
@@ -198,10 +298,10 @@ def submit_job(
     The cluster's nodes need the project's packages (docker/ images) and every path in params
     reachable from every node (shared storage); MLflow should be an http:// tracking server.
     """
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus
 
     quiet_ray_environment()
-    client = JobSubmissionClient(address)
+    client = job_client(address)
     job = dict(
         entrypoint=f"python -m stages.cli train --params {params_path}",
         runtime_env={
@@ -233,6 +333,19 @@ def submit_job(
 
 
 def job_logs(address: str, job_id: str) -> str:
+    return job_client(address).get_job_logs(job_id)
+
+
+def job_client(address: str) -> Any:
+    """A JobSubmissionClient for `address`; ConfigError naming it when nothing answers there."""
+    from ray.exceptions import RpcError
     from ray.job_submission import JobSubmissionClient
 
-    return JobSubmissionClient(address).get_job_logs(job_id)
+    try:
+        return JobSubmissionClient(address)
+    except (ConnectionError, RpcError):
+        raise ConfigError(
+            f"--address {address}: no Ray job server answers there; check the host and port "
+            "(the head node's dashboard, http://<head-node>:8265 by default), that the cluster is "
+            "up (`ray status` on the head node) and that this machine can reach that port"
+        ) from None

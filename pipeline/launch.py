@@ -4,6 +4,12 @@
 exact inputs (tokens and feature manifests): rerunning after a kill finds the same name and resumes
 from the latest checkpoint (Ray Train does that for a known name), and it logs into the same MLflow
 run; other params or other data start a fresh run.
+
+Before any of that, `check_inputs` looks at what the workers will read, in the driver and within
+a second: the tokens folder and its files, the feature manifest of every split, and whether the
+manifest's feature grid (say 10×15×256 from ResNet-18) is the one model.feature_* describes
+(say 1024 channels, ResNet-101's). A mismatch is one line naming the key or the file, before
+Ray starts, instead of a worker's traceback minutes later.
 """
 
 from __future__ import annotations
@@ -16,11 +22,62 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import distributed
-from pipeline.config import Config, flatten, to_dict
-from pipeline.shards import manifest_path
+from pipeline.clevr import DataError
+from pipeline.config import Config, ConfigError, flatten, to_dict
+from pipeline.shards import manifest_path, read_manifest
 from pipeline.tracking import MlflowTracker, git_commit, resolve_tracking_uri, start_run
 
 RUN_ID_FILE = "mlflow_run_id.txt"
+
+
+def training_splits(config: Config) -> list[tuple[str, str]]:
+    """(params key, split) of every split the training reads, for the task model.task asks for;
+    a validation split may be empty (no validation)."""
+    train = config.train
+    keys = []
+    if config.model.builds_vqa:
+        keys += ["vqa_train_split", "vqa_val_split"]
+    if config.model.builds_ref:
+        keys += ["ref_train_split", "ref_val_split"]
+    for key in keys:
+        if key.endswith("_train_split") and not getattr(train, key):
+            task = config.model.task
+            raise ConfigError(f"train.{key}: empty, but model.task {task} trains on it")
+    return [(f"train.{key}", getattr(train, key)) for key in keys if getattr(train, key)]
+
+
+def check_inputs(config: Config) -> None:
+    """DataError / ConfigError unless the tokens and features the training reads are there,
+    complete, and of the shape model.feature_height/feature_width/feature_dim say."""
+    train, model = config.train, config.model
+    tokens = Path(train.tokens_dir)
+    if not tokens.is_dir():
+        raise DataError(f"{tokens}: no such folder (train.tokens_dir); run `snmn tokenize` first")
+    splits = training_splits(config)
+    needed = ["vocab_question.json", "vocab_answer.json"] + [f"{s}.parquet" for _, s in splits]
+    for name in needed:
+        if not (tokens / name).is_file():
+            raise DataError(
+                f"{tokens / name}: not found (train.tokens_dir); run `snmn tokenize` with "
+                "tokenize.output_dir pointing there, and the split in tokenize.*_splits"
+            )
+    expected = [model.feature_height, model.feature_width, model.feature_dim]
+    for key, split in splits:
+        path = manifest_path(train.features_dir, split)
+        manifest = read_manifest(path)
+        if manifest is None:
+            raise DataError(
+                f"{path}: features of split {split!r} ({key}) not found; run `snmn extract` "
+                "with the split in extract.splits and extract.output_dir = train.features_dir"
+            )
+        if not manifest.get("complete"):
+            raise DataError(f"{path}: features incomplete; rerun `snmn extract`")
+        found = list(manifest.get("feature_shape") or [])
+        if found != expected:
+            raise ConfigError(
+                f"model.feature_height/feature_width/feature_dim are {expected} but the features "
+                f"in {path} are {found} (height, width, channels): make them agree"
+            )
 
 
 def run_name(config: Config) -> str:
@@ -57,6 +114,7 @@ def train(config: Config, project_dir: str | Path = ".") -> dict[str, Any]:
     """Train through Ray Train (local Ray or the cluster at train.ray_address); last metrics."""
     name = run_name(config)
     config = with_absolute_paths(config, project_dir)
+    check_inputs(config)
     run_folder = Path(config.train.runs_dir).resolve() / name
     tracking_uri = resolve_tracking_uri(config.train.mlflow_tracking_uri, project_dir)
     run_id_file = run_folder / RUN_ID_FILE

@@ -1,9 +1,15 @@
-"""`snmn submit` waits for a head node's job agent instead of failing on its first answer."""
+"""`snmn submit` waits for a head node's job agent instead of failing on its first answer, and
+stops with one line when nothing answers at --address or the inputs are missing."""
+
+import subprocess
+import sys
 
 import pytest
 import ray.job_submission
 
 from pipeline import distributed
+from stages import cli
+from tests.conftest import REPO
 
 
 class FakeClient:
@@ -44,3 +50,37 @@ def test_other_errors_and_a_long_wait_still_fail(fake_ray, monkeypatch, tmp_path
     monkeypatch.setattr(distributed, "AGENT_WAIT_S", -1)
     with pytest.raises(RuntimeError, match="No available agent"):
         distributed.submit_job("http://head:8265", "params.yaml", tmp_path, False)
+
+
+def test_an_address_where_nothing_listens_is_one_line_naming_it(tmp_path):
+    """Before: a 105-line ConnectionError traceback from Ray's job client."""
+    address = f"http://127.0.0.1:{distributed.free_port()}"
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.cli", "submit", "--params", str(params)]
+        + ["--address", address, "--no-check-inputs"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: --address {address}: no Ray job server answers there")
+
+
+def test_inputs_are_checked_before_anything_is_sent(fake_ray, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(FakeClient, "submit_job", lambda self, **job: pytest.fail("submitted"))
+    params = tmp_path / "params.yaml"
+    params.write_text(f"train:\n  tokens_dir: {tmp_path / 'no-tokens'}\n")
+    argv = ["snmn", "submit", "--params", str(params), "--address", "http://head:8265"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as caught:
+        cli.main()
+    assert caught.value.code == 2
+    error = capsys.readouterr().err
+    assert error == f"error: {tmp_path / 'no-tokens'}: no such folder (train.tokens_dir); " + (
+        "run `snmn tokenize` first\n"
+    )
