@@ -5,7 +5,10 @@ Two `snmn extract` runs started into the same features/ folder would each write 
 folder therefore takes `writer_lock(folder)` first: the second run stops at once with one line
 naming the folder and the process that holds it, and the first goes on undisturbed. The lock is
 `flock` on `<folder>/.snmn-lock`, so the kernel drops it when its holder dies (a killed run
-never leaves a stale lock behind), and the lock file itself holds only the holder's pid.
+never leaves a stale lock behind), and the lock file itself holds only the holder's pid. Forked
+children share the lock (DataLoader workers of a killed `snmn extract` hold it for the few
+seconds they take to notice their parent is gone); `lockf` would avoid that but is released by
+any close of the file within the process, so a stage that checked the lock twice would lose it.
 """
 
 from __future__ import annotations
