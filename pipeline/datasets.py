@@ -129,6 +129,8 @@ class QuestionDataset(Dataset):
     def __init__(self, questions: QuestionTable, features_dir: str | Path, in_memory: bool) -> None:
         self.questions = questions
         self.store = FeatureStore(manifest_path(features_dir, questions.split))
+        if not in_memory:  # check every shard here, not first in a DataLoader worker
+            self.store.check_shards()
         self.features = self.store.load_all() if in_memory else None
         if len(questions) and questions.image_index.max() >= len(self.store):
             raise DataError(

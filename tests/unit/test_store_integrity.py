@@ -196,3 +196,14 @@ def test_training_on_a_changed_shard_stops_with_one_line(tiny_data, tmp_path):
     message = str(refused.value)
     assert message.startswith(f"{shard}: sha256 ") and message.endswith(f"{REPAIR} them")
     assert not (tmp_path / "models" / "model.pt").exists()
+
+
+def test_a_dataset_read_from_disk_checks_every_shard_before_loader_workers_start(
+    tiny_data, tmp_path
+):
+    from pipeline.datasets import QuestionDataset, read_question_table
+
+    features, shard = damaged_copy(tiny_data, tmp_path, "changed at the same size", "train")
+    table = read_question_table(tiny_data / "tokens", "train", num_steps=9)
+    with pytest.raises(DataError, match=rf"^{shard}: sha256 "):
+        QuestionDataset(table, features, in_memory=False)
