@@ -163,7 +163,7 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training with Ray Train DDP (model.md, "Losses and optimisation"; official recipe values)."""
+    """Training with Ray Train DDP (the paper's training setup, the official release's values)."""
 
     tokens_dir: str = "data/tokens"
     features_dir: str = "data/features"
@@ -269,7 +269,7 @@ class ServeConfig:
     max_upload_bytes: int = 5_000_000  # an uploaded PNG; a larger body is refused while reading
     max_question_chars: int = 1000
     max_image_side: int = 4096  # pixels; an uploaded PNG larger than this either way is refused
-    max_connections: int = 64  # uvicorn limit_concurrency: more open connections get 503
+    max_connections: int = 64  # requests at work (body received) at once; more get 503
 
     def __post_init__(self) -> None:
         minimum = {"port": 1, "torch_threads": 1, "max_upload_bytes": 1024}
@@ -304,7 +304,7 @@ class EvaluateConfig:
     baseline_iterations: int = 1000  # ~3 epochs of mini-CLEVR train at batch 64
     baseline_batch_size: int = 64
     baseline_learning_rate: float = 1e-3
-    mlflow_run_id: str = ""  # empty: the run that trained the model (runs_dir/<run>/...)
+    mlflow_run_id: str = ""  # empty: the run model.pt records (the one that trained it)
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -35,7 +35,7 @@ from pipeline.checkpoint import save as save_checkpoint
 from pipeline.clevr import DataError
 from pipeline.config import Config, ConfigError, TrainConfig, from_dict, to_dict
 
-# Quiet, offline-friendly Ray defaults (platform-notes.md); a user's own values win.
+# Quiet, offline-friendly Ray defaults (no usage stats, no auth token); a user's own values win.
 RAY_ENVIRONMENT = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",

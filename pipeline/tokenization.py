@@ -1,10 +1,10 @@
 """The tokenise stage: CLEVR questions and CLEVR-Ref expressions → one Parquet table per split.
 
 "What color is the large cube?" (train, image 12, answer "red", program scene → filter_size →
-filter_shape → unique → query_color) becomes one row: its token ids, the answer id of "red",
-the expert layout Find, DescribeOne, NoOp × 7 (T = 9) and its question type query_attribute. A
-CLEVR-Ref row ("the large cube left of the sphere") also carries its box [x, y, w, h], the grid
-cell holding the box centre and the box's four offsets from that cell (model.md, "Output heads").
+filter_shape → unique → query_color) becomes one row: its token ids, the answer id of "red", the
+expert layout Find, DescribeOne, NoOp × 7 (T = 9) and its question type query_attribute. A CLEVR-Ref
+row ("the large cube left of the sphere") also carries its box [x, y, w, h], the grid cell holding
+the box centre and the box's four offsets from that cell (the paper's box output).
 
 Words and answers get ids from the vocabulary split (train) only; an unseen word is <unk>,
 counted in the summary. A question with a malformed program, an empty or overlong text, or a

@@ -1,10 +1,10 @@
 """The training loop of SNMN, the same on one CPU process and on every Ray Train worker.
 
 One iteration on "Are there more cubes than spheres?" and 63 other questions: forward through the
-controller and T steps of soft module execution, answer CE + layout CE (with expert layouts) or
-the ramped entropy term (without), L2 on conv/linear weights, backward (DDP averages gradients
-over ranks), global-norm clip 8, Adam, EMA update. Joint training makes two updates per
-iteration, one on a VQA batch and one on a CLEVR-Ref batch (model.md, "Losses and optimisation").
+controller and T steps of soft module execution, answer CE + layout CE (with expert layouts) or the
+ramped entropy term (without), L2 on conv/linear weights, backward (DDP averages gradients over
+ranks), global-norm clip 8, Adam, EMA update. Joint training makes two updates per iteration, one on
+a VQA batch and one on a CLEVR-Ref batch (the paper's joint training).
 
 The loop sees a small WorkerContext (rank, world size, device), a Reporter (checkpoints: Ray Train
 in production, a local folder in tests) and the MLflow run to log into; it never imports Ray.
