@@ -4,7 +4,7 @@ For each profile (the offline default of params.yaml, and the official CLEVR siz
 features, 512-d kb and memory) it times, interleaved so that a busy machine slows all alike, on
 random inputs shaped like real ones ("What color is the large cube?" padded to 30 tokens):
 
-  fast       the model's default formulation (model.md, "exact rewrites")
+  fast       the model's default formulation (docs/model.md, "Exact rewrites")
   reference  every module computed as written in the paper
   floor      the knowledge base alone: its two 1×1 convolutions forward, and backward to their
              weights (the features need no gradient), the one large product of the step

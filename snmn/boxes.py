@@ -3,7 +3,7 @@
 "The large cube left of the red sphere" has a GT box [x, y, w, h] in 480×320 pixels. The
 model scores the 14×14 cells and regresses 4 offsets at a cell, so training needs the target
 cell (the rounded box centre in grid coordinates) and the offsets of the box corners from that
-cell, in grid units; prediction inverts that (official util/boxes.py, model.md "Output heads"):
+cell, in grid units; prediction inverts that (official util/boxes.py, docs/model.md "Output heads"):
 
     x2 = x1 + w - 1                              (+1 pixel convention)
     grid = pixel / stride - 0.5                  stride = 480/14 across, 320/14 down

@@ -15,7 +15,7 @@ TASKS = ("vqa", "ref", "joint")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Hyper-parameters of the network (see ../shared/spec/model.md, "Sizes")."""
+    """Hyper-parameters of the network (see docs/model.md, "Sizes")."""
 
     num_steps: int = 9  # T, official MODEL.T_CTRL
     stack_length: int = 8  # L, official cfgs STACK.LENGTH; slot 0 is the empty-bottom sentinel
@@ -37,7 +37,7 @@ class ModelConfig:
     validity_mask: bool = False  # official VALIDATE_MODULES: off
     hard_layout: bool = False  # run only the argmax module per step (inference); official: off
     task: str = "vqa"  # heads to build: vqa | ref (CLEVR-Ref) | joint (both)
-    fast: bool = True  # exact rewrites of model.md ("Computing it fast"); False = reference
+    fast: bool = True  # docs/model.md "Exact rewrites"; False = the reference formulation
 
     def __post_init__(self) -> None:
         if self.pointer_sharpen not in POINTER_SHARPENINGS:

@@ -3,7 +3,7 @@
 For "Is there a cube left of the red sphere?" a good controller attends to "red sphere" and puts
 its weight on Find at t=0, on "left of" and Transform at t=1, on "cube" and Filter at t=2, and on
 "Is there" and DescribeOne at t=3. It never reads the stack, the memory or the image, so all T
-steps run before the modules do (model.md, "Layout controller"; official controller.py with
+steps run before the modules do (docs/model.md, "Layout controller"; official controller.py with
 LINEAR_MODULE_WEIGHTS and USE_WORD_EMBED, as in every official CLEVR config):
 
     q_t  = Linear_t(q)                       a separate 512→512 map per step

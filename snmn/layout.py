@@ -6,7 +6,7 @@ controller is taught to run it as Find, Find, DescribeTwo, NoOp, ... (T steps): 
 pruned into the comparison, the program is read in post-order, functions become modules, each
 Scene that a Filter reads becomes one Find, and a Filter straight after a Filter or a Find is
 dropped (one Find already attends to "large cube"). This file does that conversion in pure Python
-over (function, inputs) pairs, the algorithm of the official release (model.md, "Expert layouts
+over (function, inputs) pairs, the algorithm of the official release (docs/model.md, "Expert layouts
 from CLEVR programs").
 """
 

@@ -1,4 +1,4 @@
-"""Training losses and the weight-decay parameter split (model.md, "Losses and optimisation").
+"""Training losses and the weight-decay parameter split (docs/model.md, "Losses and optimisation").
 
 For "What color is the large cube?" with expert layout Find, DescribeOne, NoOp×7 the VQA loss
 is the answer cross-entropy plus the layout cross-entropy over all 9 steps; for the referring

@@ -6,7 +6,7 @@ results are averaged with the controller's weights w_t (paper Section 3.2, "soft
 execution"): A = Σ_m w_m A^m, mem = Σ_m w_m mem^m, p = sharpen(Σ_m w_m p^m). After T steps the
 VQA head reads mem_T and the REF head reads the top map a_T.
 
-Two execution paths give the same numbers (tested): `fast` (default, model.md "exact
+Two execution paths give the same numbers (tested): `fast` (default, docs/model.md "Exact
 rewrites") computes the controller for all T steps first, the Find maps of all steps and the
 Scene map from one product each against kb and kb², and keeps only Transform and the Describe
 modules' pooling in the T-step loop; the reference path computes every module as written.
@@ -52,7 +52,7 @@ class SNMNOutput:
 
 @dataclass
 class _FastMaps:
-    """The fast path's per-batch products (model.md, "exact rewrites").
+    """The fast path's per-batch products (docs/model.md, "Exact rewrites").
 
     kb, kbᵀ and kb²ᵀ are SharedOperands: the steps' products against them get their kb
     gradient from one product after the loop (snmn/shared_products.py).

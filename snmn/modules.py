@@ -1,4 +1,4 @@
-"""The nine neural modules (paper Table 1, model.md "Modules"; official nmn.py).
+"""The nine neural modules (paper Table 1, docs/model.md "Modules"; official nmn.py).
 
 "Is there a cube left of the red sphere?" runs Find[red sphere] → Transform[left of] →
 Filter[cube] → DescribeOne[is there]. Every module reads the stack state (stack, pointer,
@@ -6,10 +6,10 @@ memory) and the step's control c_t and returns a new state; the model runs all n
 averages their results with the controller's weights.
 
 Maps over the grid are computed in one of two exactly equal ways: the reference formulation
-materialises n(kb ⊙ v) over [B, N, D] as written in the paper; the fast one (model.md, "exact
-rewrites") uses conv(n(kb ⊙ v)) = (kb · (w ⊙ v)) / ||kb ⊙ v|| + b with ||kb ⊙ v||² = kb² · v²,
-i.e. two matrix-vector products against kb and kb². Stack effects are shared code, so both
-paths move the stack identically.
+materialises n(kb ⊙ v) over [B, N, D] as written in the paper; the fast one (docs/model.md, "Exact
+rewrites") uses conv(n(kb ⊙ v)) = (kb · (w ⊙ v)) / ||kb ⊙ v|| + b with ||kb ⊙ v||² = kb² · v², i.e.
+two matrix-vector products against kb and kb². Stack effects are shared code, so both paths move the
+stack identically.
 
 Shape legend: B batch, N = H·W cells, L stack slots, D kb channels, E control, K maps.
 """

@@ -2,7 +2,7 @@
 
 "Is there a cube left of the red sphere?" pools kb under the stack's top map at every step
 (DescribeOne reads x(a_top) = softmax(a_top)ᵀ kb) and Transform multiplies kb and kb² by a query
-that depends on the stack (model.md, "exact rewrites"). Each such product is small, [B,K,X] ×
+that depends on the stack (docs/model.md, "Exact rewrites"). Each such product is small, [B,K,X] ×
 [B,X,Y] with K = 1 or 2, and its gradient with respect to the shared operand is an outer product
 (leftᵀ · grad, inner size K) that a batched GEMM computes at a small fraction of its usual speed
 on a CPU; summed over 9 steps, forward and backward, those outer products were most of a

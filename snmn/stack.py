@@ -1,4 +1,4 @@
-"""The differentiable stack of attention maps (model.md, "Differentiable stack").
+"""The differentiable stack of attention maps (docs/model.md, "Differentiable stack").
 
 "Are there more cubes than spheres?" runs Find[cubes], Find[spheres], DescribeTwo: the first Find
 pushes a map of the cubes, the second pushes the spheres on top, DescribeTwo reads both. The

@@ -1,5 +1,5 @@
-"""The fast formulation (model.md's exact rewrites) trains like the reference one: from the same
-weights and data, 200 steps on mini-CLEVR give loss curves that stay within a stated band."""
+"""The fast formulation (docs/model.md, "Exact rewrites") trains like the reference one: from the
+same weights and data, 200 steps on mini-CLEVR give loss curves that stay within a stated band."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Expert layouts from CLEVR programs: the worked examples of model.md, every CLEVR function,
+"""Expert layouts from CLEVR programs: the worked examples of docs/model.md, every CLEVR function,
 and every question family, each expected layout written by hand from the algorithm."""
 
 import pytest
@@ -23,7 +23,7 @@ def program(*nodes):
     return out
 
 
-# -- the worked examples of model.md ------------------------------------------------------------
+# -- the worked examples of docs/model.md ---------------------------------------------------------
 
 WHAT_COLOR_IS_THE_LARGE_CUBE = program(
     ("scene",), ("filter_size", 0), ("filter_shape", 1), ("unique", 2), ("query_color", 3)

@@ -72,7 +72,7 @@ def test_default_vqa_model_has_the_official_7_32_million_parameters():
     count = count_trainable_parameters(model)
     print(f"trainable parameters (vocabulary {CLEVR_VOCAB}): {count:,}")
     assert abs(count - 7.32e6) <= 0.01 * 7.32e6
-    # the same number worked out by hand from model.md's sizes (TF: one bias per LSTM gate)
+    # the same number worked out by hand from docs/model.md's sizes (TF: one bias per LSTM gate)
     lstm = 2 * (4 * 256 * (300 + 256) + 4 * 256)
     kb = 1152 * 512 + 512 + 512 * 512 + 512
     controller = 9 * (512 * 512 + 512) + 812 * 512 + 512 + 512 * 9 + 513 + 300
