@@ -357,8 +357,15 @@ class Config:
         check_dataset_counts(self.generate)
 
     def fingerprint(self) -> str:
-        """Short stable hash of every value: equal configs, equal fingerprints."""
-        text = json.dumps(to_dict(self), sort_keys=True)
+        """Short stable hash of what shapes a training: the model and train sections.
+
+        A checkpoint resumes only under the same fingerprint, so editing report.* or evaluate.*
+        leaves a rerun of `snmn train` resuming; other data gives another run name (it also
+        hashes the token and feature files).
+        """
+        text = json.dumps(
+            {"model": to_dict(self.model), "train": to_dict(self.train)}, sort_keys=True
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -81,9 +80,9 @@ def check_inputs(config: Config) -> None:
 
 
 def run_name(config: Config) -> str:
-    """snmn-<task>-<hash of params and input files>."""
+    """snmn-<task>-<hash of the training params (Config.fingerprint) and the input files>."""
     train = config.train
-    digest = hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode())
+    digest = hashlib.sha256(config.fingerprint().encode())
     tokens = Path(train.tokens_dir)
     splits = [
         train.vqa_train_split,

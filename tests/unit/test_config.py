@@ -76,3 +76,21 @@ def test_every_recipe_loads_and_names_every_key():
         load_config(recipe)
         written = flatten(yaml.safe_load(recipe.read_text()))
         assert [k for k in expected if k not in written and not _under_dict(k, written)] == []
+
+
+def test_the_run_and_its_checkpoints_depend_only_on_what_shapes_training(tmp_path):
+    from pipeline.launch import run_name
+
+    base = from_dict(
+        Config, {"train": {"tokens_dir": str(tmp_path), "features_dir": str(tmp_path)}}
+    )
+    elsewhere = {"report": {"num_examples": 3}, "evaluate": {"batch_size": 7}, "serve": {"port": 1}}
+    edited = from_dict(Config, {**to_dict(base), **elsewhere})
+    assert edited.report.num_examples == 3
+    assert (edited.fingerprint(), run_name(edited)) == (base.fingerprint(), run_name(base))
+    for section, key, value in [("train", "learning_rate", 5e-4), ("model", "num_steps", 3)]:
+        changed = from_dict(
+            Config, {**to_dict(base), section: {**to_dict(base)[section], key: value}}
+        )
+        assert changed.fingerprint() != base.fingerprint()
+        assert run_name(changed) != run_name(base)
