@@ -10,7 +10,12 @@ one with --url (loopback addresses only). Any non-200 answer is an error: the ex
     OMP_WAIT_POLICY=PASSIVE python benchmarks/demo_load.py --model models/model.pt
 
 Figures: wall time, requests/s, client latency p50/p90/p99/max, and the server's own inference
-time (the `seconds` field: features + model, under its lock) p50/p99.
+time (the `seconds` field: features + model, under its lock) p50/p99. With --slow-clients N,
+N more connections dribble a request's headers a byte every half second ("slowloris") for the
+whole run: the figures then show whether normal requests still get through, and how many slow
+connections the server dropped.
+
+    python benchmarks/demo_load.py --model models/model.pt --slow-clients 150
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import dataclasses
 import ipaddress
 import random
+import socket
 import statistics
 import sys
 import tempfile
@@ -48,6 +54,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--split", default="", help="[serve.split]")
     parser.add_argument("--threads", type=int, default=0, help="server torch threads [serve]")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--slow-clients", type=int, default=0, help="slowloris connections")
     return parser.parse_args()
 
 
@@ -108,15 +115,53 @@ def run(url: str, bodies: list[dict[str, object]], concurrency: int) -> dict[str
     }
 
 
+class SlowClients:
+    """`count` connections that send a request's headers one byte every half second."""
+
+    def __init__(self, url: str, count: int) -> None:
+        address = urlparse(url)
+        self.sockets = [
+            socket.create_connection((address.hostname, address.port), timeout=5)
+            for _ in range(count)
+        ]
+        self.dropped = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._dribble, daemon=True)
+        self.thread.start()
+
+    def _dribble(self) -> None:
+        header = b"POST /api/ask HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 10_000
+        sent, alive = 0, list(self.sockets)
+        while alive and not self.stop.wait(0.5):
+            for connection in list(alive):
+                try:
+                    connection.sendall(header[sent : sent + 1])
+                except OSError:  # the server closed it
+                    alive.remove(connection)
+                    self.dropped += 1
+            sent += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        for connection in self.sockets:
+            connection.close()
+
+
 def percentile(values: list[float], share: float) -> float:
     return values[min(len(values) - 1, round(share * (len(values) - 1)))]
 
 
-def report(url: str, bodies: list, concurrency: int) -> int:
+def report(url: str, bodies: list, concurrency: int, slow_clients: int = 0) -> int:
     run(url, bodies[: min(10, len(bodies))], 1)  # warm-up: first-call allocations, caches
+    slow = SlowClients(url, slow_clients) if slow_clients else None
     started = time.perf_counter()
-    figures = run(url, bodies, concurrency)
-    wall = time.perf_counter() - started
+    try:
+        figures = run(url, bodies, concurrency)
+    finally:
+        wall = time.perf_counter() - started
+        if slow is not None:
+            slow.close()
     latency, inference = figures["latency"], figures["inference"]
     ms = {
         name: 1000 * percentile(latency, share)
@@ -124,6 +169,8 @@ def report(url: str, bodies: list, concurrency: int) -> int:
     }
     print(f"demo load: {len(bodies)} requests, {concurrency} concurrent, {url}")
     print(f"  errors: {len(figures['errors'])} {sorted(set(figures['errors']))}")
+    if slow is not None:
+        print(f"  slow clients: {slow_clients} connected, {slow.dropped} dropped by the server")
     print(f"  wall {wall:.2f} s, {len(bodies) / wall:.1f} requests/s")
     print("  latency ms: " + ", ".join(f"{name} {value:.0f}" for name, value in ms.items()))
     print(
@@ -139,7 +186,11 @@ def main() -> None:
     if args.url:
         check_loopback(args.url)
         url = args.url.rstrip("/")
-        sys.exit(report(url, workload(url, args.requests, args.seed), args.concurrency))
+        sys.exit(
+            report(
+                url, workload(url, args.requests, args.seed), args.concurrency, args.slow_clients
+            )
+        )
     settings = settings_from(args)
     print(
         f"starting the server: model {settings.model}, split {settings.split}, "
@@ -147,7 +198,9 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as folder:
         with server_process(settings, Path(folder) / "server.log") as url:
-            code = report(url, workload(url, args.requests, args.seed), args.concurrency)
+            code = report(
+                url, workload(url, args.requests, args.seed), args.concurrency, args.slow_clients
+            )
     sys.exit(code)
 
 
