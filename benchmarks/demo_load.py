@@ -3,7 +3,7 @@
 Each request asks a suggested question of the served split ("Are there more cubes than
 spheres?"), about a random image, one in five with an unknown word added ("... zorblax"), the
 way people use the page: POST /api/ask, keep-alive connections, one per client thread. Either
-starts the server itself (`python -m pipeline.serve`, the function `snmn serve` runs, on a free
+starts the server itself (`python -m pipeline.demo.app`, the function `snmn serve` runs, on a free
 loopback port, with params.yaml's serve section plus the options below) or targets a running
 one with --url (loopback addresses only). Any non-200 answer is an error: the exit code is 1.
 
@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.config import ServeConfig, from_dict  # noqa: E402
-from pipeline.serve import free_port, server_process  # noqa: E402
+from pipeline.demo.app import free_port, server_process  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

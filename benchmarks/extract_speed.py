@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.backbone import build_backbone, calibrate_batchnorm
 from pipeline.config import ExtractConfig
 from pipeline.devices import resolve_device
-from pipeline.features import Extractor, extract_features, set_cpu_threads
-from pipeline.images import DecodedImages, decoding_loader, image_name, list_split_images
+from pipeline.vision.backbone import build_backbone, calibrate_batchnorm
+from pipeline.vision.features import Extractor, extract_features, set_cpu_threads
+from pipeline.vision.images import DecodedImages, decoding_loader, image_name, list_split_images
 
 REAL_SAMPLE = Path("/work/shared/real_clevr_sample/images/test")
 

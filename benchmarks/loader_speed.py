@@ -18,9 +18,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline.config import load_config
-from pipeline.datasets import EpochBatchSampler, QuestionDataset, identity_collate
-from pipeline.evaluation import to_device
-from pipeline.training import backward, load_data, resolve_model_config
+from pipeline.data.datasets import EpochBatchSampler, QuestionDataset, identity_collate
+from pipeline.runtime.inference import to_device
+from pipeline.training.loop import backward, load_data, resolve_model_config
 from snmn.ema import ModelEMA
 from snmn.losses import decayed_parameters
 from snmn.model import SNMN

@@ -4,7 +4,7 @@ Before training SNMN on "What colour is the small metal cube?", compare at the s
 (a) ResNet-18 pretrained on the TRAIN scenes (snmn pretrain-backbone), (b) random-init
 ResNet-101 conv4 with calibrated BatchNorm (extract.weights random) and (c) random-init ResNet-18.
 Each backbone's val features are extracted with the real extract stage, then probed per attribute
-on the cell under each object's centre (pipeline/probe.py). Prints the pretraining wall time,
+on the cell under each object's centre (pipeline/vision/probe.py). Prints the pretraining wall time,
 every probe table and a summary against the targets for (a).
 
     python benchmarks/probe_features.py --data /tmp/mini-clevr --work /tmp/probe-bench
@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from pipeline.config import ExtractConfig, PretrainConfig
-from pipeline.features import extract_features
-from pipeline.pretrain import pretrain_backbone
-from pipeline.probe import ProbeRow, format_table, object_cells, probe
+from pipeline.vision.features import extract_features
+from pipeline.vision.pretrain import pretrain_backbone
+from pipeline.vision.probe import ProbeRow, format_table, object_cells, probe
 
 TARGETS = {"color": 0.98, "shape": 0.95, "material": 0.95, "size": 0.95}
 

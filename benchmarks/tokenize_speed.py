@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.clevr import iter_questions, paused_gc
+from pipeline.clevr.readers import iter_questions, paused_gc
 from pipeline.config import TokenizeConfig
-from pipeline.tokenization import tokenize
+from pipeline.data.tokenization import tokenize
 
 COLORS = ["gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow"]
 SHAPES = {"cube": "cubes", "sphere": "spheres", "cylinder": "cylinders"}

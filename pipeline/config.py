@@ -26,11 +26,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from pipeline.errors import ConfigError
 from snmn.config import ModelConfig
-
-
-class ConfigError(ValueError):
-    """A params.yaml value that does not fit the Config schema (message names the key)."""
 
 
 def check_at_least(section: str, config: Any, least: dict[str, int | float]) -> None:
@@ -98,7 +95,7 @@ class TokenizeConfig:
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """ResNet conv4 features into sharded HDF5 (pipeline/features.py)."""
+    """ResNet conv4 features into sharded HDF5 (pipeline/vision/features.py)."""
 
     images_dir: str = "data/mini-clevr/images"  # images/{split}/CLEVR_{split}_%06d.png
     output_dir: str = "data/features"  # {split}/manifest.json + {split}/{split}_%05d.h5
@@ -127,7 +124,7 @@ class ExtractConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """A ResNet conv4 backbone trained on the TRAIN scenes' objects (pipeline/pretrain.py)."""
+    """A ResNet conv4 backbone trained on the TRAIN scenes' objects (vision/pretrain.py)."""
 
     images_dir: str = "data/mini-clevr/images"  # reads images_dir/train only
     scenes_dir: str = "data/mini-clevr/scenes"  # reads {dataset}_train_scenes.json only
@@ -254,7 +251,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """The interactive demo `snmn serve` (pipeline/serve.py): which model, which images, limits."""
+    """The interactive demo `snmn serve` (demo/app.py): which model, which images, limits."""
 
     model: str = "models/model.pt"  # model.pt path, or MLflow URI runs:/<id>, models:/<name>/<v>
     features_dir: str = "data/features"  # {split}/manifest.json (+ the calibrated random backbone)
@@ -281,7 +278,7 @@ class ServeConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """The trained model on the evaluation splits, against the paper (pipeline/evaluation.py)."""
+    """The trained model on the evaluation splits, against the paper (evaluation/evaluate.py)."""
 
     model_path: str = "models/model.pt"  # written by the train stage (EMA weights)
     tokens_dir: str = "data/tokens"
@@ -317,7 +314,7 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class ReportConfig:
-    """The step-by-step visual report and the plots (pipeline/report.py)."""
+    """The step-by-step visual report and the plots (pipeline/report/page.py)."""
 
     model_path: str = "models/model.pt"
     tokens_dir: str = "data/tokens"

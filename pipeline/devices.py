@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 
 
 def resolve_device(name: str, key: str) -> torch.device:

@@ -1,11 +1,13 @@
-"""The Ray seam: training runs as a Ray Train TorchTrainer, on one machine or a Ray cluster.
+"""The Ray seam: the only module that imports Ray, on one machine or a Ray cluster.
 
 Whether SNMN learns "Is the cube left of the sphere?" on one laptop core or on eight GPU nodes,
-the same `pipeline.training.train_loop` runs on every worker; this file is the only place that
-knows about Ray. It starts (or joins) Ray quietly, builds the ScalingConfig / RunConfig /
-FailureConfig from params, hands every worker a plain dict (the Config, the MLflow run id and an
-absolute tracking URI: workers change their working directory), and adapts Ray Train's
-checkpoint API to the loop's small Reporter interface. Ray is imported inside functions only.
+the same training loop runs on every worker. `fit` runs it as a Ray Train TorchTrainer: it
+starts (or joins) Ray quietly, builds the ScalingConfig / RunConfig / FailureConfig from params,
+hands every worker a plain dict (the Config, the MLflow run id and an absolute tracking URI:
+workers change their working directory) and Ray Train's checkpoints as directories
+(RayCheckpoints), and calls the training's own worker function (pipeline/training/launch.py).
+`run_on_actors` spreads other work (feature extraction) over a pool of Ray actors, and
+`submit_job` sends a training to a cluster as a job. Ray is imported inside functions only.
 
 A bad value or bad data found inside a worker (a ConfigError, a DataError: the same on every
 retry) is not retried: the run stops at the first failure and `fit` raises that error itself, so
@@ -23,17 +25,13 @@ import logging
 import os
 import socket
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoint import TrainingState
-from pipeline.checkpoint import load as load_checkpoint
-from pipeline.checkpoint import save as save_checkpoint
-from pipeline.clevr import DataError
-from pipeline.config import Config, ConfigError, TrainConfig, from_dict, to_dict
+from pipeline.config import Config, TrainConfig, to_dict
+from pipeline.errors import ConfigError, DataError
 
 # Quiet, offline-friendly Ray defaults (no usage stats, no auth token); a user's own values win.
 RAY_ENVIRONMENT = {
@@ -86,14 +84,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+WorkerMain = Callable[[dict[str, Any], dict[str, Any], "RayCheckpoints"], None]
+
+
 def fit(
     config: Config,
     run_name: str,
     tracking: dict[str, str],
+    worker_main: WorkerMain,
 ) -> dict[str, Any]:
-    """Run `train_loop` on `train.num_workers` Ray Train workers; returns the last metrics.
+    """Run `worker_main` on `train.num_workers` Ray Train workers; returns the last metrics.
 
-    Re-running with the same `run_name` resumes from that run's latest checkpoint.
+    Each worker calls `worker_main(loop_config, worker, checkpoints)`: loop_config holds the
+    Config as a plain dict, the tracking dict and the run name; worker its rank, world_size,
+    device and node; checkpoints is Ray Train's checkpoint channel (RayCheckpoints). Re-running
+    with the same `run_name` resumes from that run's latest checkpoint.
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -104,11 +109,12 @@ def fit(
     started = start_ray(train)
     try:
         trainer = TorchTrainer(
-            ray_worker_entry,
+            _ray_worker_entry,
             train_loop_config={
                 "config": to_dict(config),
                 "tracking": tracking,
                 "run_name": run_name,
+                "worker_main": worker_main,
             },
             scaling_config=ScalingConfig(
                 num_workers=train.num_workers,
@@ -187,25 +193,73 @@ def input_errors_not_retried() -> Iterator[None]:
         trainer_module.create_failure_policy = default_factory
 
 
-def ray_worker_entry(loop_config: dict[str, Any]) -> None:
-    """What every Ray Train worker runs: rebuild the Config, then the plain training loop."""
+def run_on_actors(
+    actor_class: type,
+    actor_args: tuple[Any, ...],
+    tasks: list[tuple[Any, ...]],
+    num_actors: int,
+    address: str,
+    want_gpu: bool,
+    on_result: Callable[[int, Any], None],
+) -> None:
+    """`actor.run(*task)` for every task on `num_actors` Ray actors built as
+    `actor_class(*actor_args)` (the arguments sent to the cluster once), each handed its next
+    task as soon as it is done; `on_result(task index, result)` runs in the driver as results
+    come back. A ConfigError / DataError in an actor is raised here as itself (one line)."""
+    import ray
+
+    quiet_ray_environment()
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address or None, include_dashboard=False, logging_level="WARNING")
+    actors: list[Any] = []
+    try:
+        gpus = 1 if want_gpu and ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        remote_class = ray.remote(num_cpus=1, num_gpus=gpus)(actor_class)
+        shared = [ray.put(argument) for argument in actor_args]
+        actors += [remote_class.remote(*shared) for _ in range(num_actors)]
+        waiting = list(enumerate(tasks))
+        running: dict[Any, tuple[Any, int]] = {}
+
+        def hand_out(actor: Any) -> None:
+            if waiting:
+                index, task = waiting.pop(0)
+                running[actor.run.remote(*task)] = (actor, index)
+
+        for actor in actors:
+            hand_out(actor)
+        while running:
+            (done,), _ = ray.wait(list(running), num_returns=1)
+            actor, index = running.pop(done)
+            try:
+                on_result(index, ray.get(done))
+            except ray.exceptions.RayTaskError as error:
+                if isinstance(error.cause, (ConfigError, DataError)):
+                    raise error.cause from None
+                raise
+            hand_out(actor)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+        if started_here:
+            ray.shutdown()
+
+
+def _ray_worker_entry(loop_config: dict[str, Any]) -> None:
+    """What every Ray Train worker runs: who it is, then the training's own `worker_main`."""
     import ray
     import ray.train
     import ray.train.torch
 
-    from pipeline.training import WorkerContext, train_loop
-
     _quiet_worker_logs()
     context = ray.train.get_context()
-    config = from_dict(Config, loop_config["config"], where="ray train_loop_config")
-    worker = WorkerContext(
-        rank=context.get_world_rank(),
-        world_size=context.get_world_size(),
-        device=str(ray.train.torch.get_device()),
-        node=ray.get_runtime_context().get_node_id(),
-    )
-    run_folder = Path(config.train.runs_dir).resolve() / loop_config["run_name"]
-    train_loop(config, worker, RayReporter(run_folder), loop_config["tracking"])
+    worker = {
+        "rank": context.get_world_rank(),
+        "world_size": context.get_world_size(),
+        "device": str(ray.train.torch.get_device()),
+        "node": ray.get_runtime_context().get_node_id(),
+    }
+    loop_config["worker_main"](loop_config, worker, RayCheckpoints())
 
 
 def _quiet_worker_logs() -> None:
@@ -232,55 +286,42 @@ class _HideInputErrorTracebacks(logging.Filter):
         return not isinstance(sys.exc_info()[1], (ConfigError, DataError))
 
 
-class RayReporter:
-    """The loop's Reporter on Ray Train: checkpoints go through ray.train.report/get_checkpoint.
+class RayCheckpoints:
+    """Ray Train's checkpoints as directories: the latest one Ray offers back, and reporting
+    metrics (every rank, at the same steps: a barrier) with a directory to keep or none."""
 
-    Ray Train registers a reported checkpoint when its controller next polls (every ~2 s); a
-    worker killed in between leaves a complete checkpoint on storage that Ray does not offer
-    back. `load_latest` therefore reads the newest complete checkpoint in the run's folder
-    (names are timestamps) and asks Ray only when the folder holds none (remote storage).
-    """
-
-    def __init__(self, run_folder: Path) -> None:
-        self.run_folder = run_folder
-
-    def load_latest(self) -> TrainingState | None:
+    @contextlib.contextmanager
+    def latest(self) -> Iterator[str | None]:
         import ray.train
 
-        for directory in sorted(self.run_folder.glob("checkpoint_*"), reverse=True):
-            try:
-                return load_checkpoint(directory)
-            except (OSError, RuntimeError, EOFError, KeyError):  # absent or half-copied
-                continue
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
-            return None
+            yield None
+            return
         with checkpoint.as_directory() as directory:
-            return load_checkpoint(directory)
+            yield directory
 
-    def report(self, metrics: dict[str, float], state: TrainingState | None) -> None:
-        """Every rank calls this at the same steps (a barrier); rank 0 passes the state."""
+    def report(self, metrics: dict[str, float], directory: str | None = None) -> None:
         import ray.train
 
-        if state is None:
+        if directory is None:
             ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory(prefix="snmn-checkpoint-") as directory:
-            save_checkpoint(state, directory)
+        else:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
-# Files and folders that stay behind when the project is shipped to a cluster as working_dir.
+# Files and folders that stay behind when the project is shipped to a cluster as working_dir
+# (gitignore patterns: "/data" is the project's data folder, not pipeline/data/).
 JOB_EXCLUDES = [
-    ".venv",
-    ".git",
-    ".dvc/cache",
-    "data",
-    "runs",
-    "models",
-    "mlflow.db",
-    "mlartifacts",
-    "mlruns",
+    "/.venv",
+    "/.git",
+    "/.dvc/cache",
+    "/data",
+    "/runs",
+    "/models",
+    "/mlflow.db",
+    "/mlartifacts",
+    "/mlruns",
     "**/__pycache__",
     ".pytest_cache",
     ".ruff_cache",

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.clevr import DataError
+from pipeline.errors import DataError
 
 LOCK_FILE = ".snmn-lock"
 

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.clevr import DataError
+from pipeline.errors import DataError
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:

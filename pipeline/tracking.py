@@ -152,3 +152,30 @@ def git_commit(project_dir: str | Path) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
+
+
+def download_artifact(run_id: str, artifact: str, folder: Path, tracking_uri: str) -> Path:
+    """The local copy of a run's artifact (model.pt for the demo), downloaded into `folder`."""
+    import mlflow.artifacts
+
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=artifact, dst_path=str(folder), tracking_uri=tracking_uri
+    )
+    return Path(local)
+
+
+def registered_model_run(reference: str, tracking_uri: str) -> str:
+    """The run that logged a registered model: <name>/<version|latest>, <name>@<alias>, <m-id>."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if "@" in reference:
+        name, alias = reference.split("@", 1)
+        return client.get_model_version_by_alias(name, alias).run_id
+    if "/" in reference:
+        name, version = reference.split("/", 1)
+        if version == "latest":
+            found = client.search_model_versions(f"name = '{name}'")
+            version = str(max(int(v.version) for v in found)) if found else "latest"
+        return client.get_model_version(name, version).run_id
+    return client.get_logged_model(reference).source_run_id

@@ -13,8 +13,7 @@ import sys
 
 import click
 
-from pipeline.clevr import DataError
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError, DataError
 
 # sub-command name → (module under stages/ that defines `command`, one-line help for `snmn --help`)
 STAGES: dict[str, tuple[str, str]] = {

@@ -12,7 +12,7 @@ from stages.options import params_option
 def command(params_path: str) -> None:
     """Accuracy per type and family, P@1, layouts, faithfulness; the paper comparison."""
     from pipeline.config import load_config
-    from pipeline.evaluation import evaluate
+    from pipeline.evaluation.evaluate import evaluate
 
     settings = load_config(params_path).evaluate
     results = evaluate(settings)

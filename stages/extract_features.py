@@ -1,4 +1,4 @@
-"""`snmn extract`: CLEVR images → ResNet C4 features in sharded HDF5 (see pipeline/features.py).
+"""`snmn extract`: CLEVR images → ResNet C4 features in sharded HDF5 (pipeline/vision/features.py).
 
 Before training can answer "What size is the metal sphere?", every image of every split in
 extract.splits is encoded once. A rerun resumes: shards listed in the manifest with a matching
@@ -16,7 +16,7 @@ import sys
 import click
 
 from pipeline.config import load_config
-from pipeline.features import extract_features, verify_features
+from pipeline.vision.features import extract_features, verify_features
 from stages.options import params_option
 
 

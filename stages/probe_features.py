@@ -1,7 +1,7 @@
 """`snmn probe-features`: do these features see colour, shape, material and size?
 
 Before training SNMN for hours on "Is the metal cylinder the same size as the red cube?", fit a
-linear probe per attribute on the feature cell under each object's centre (pipeline/probe.py,
+linear probe per attribute on the feature cell under each object's centre (pipeline/vision/probe.py,
 cross-validated over folds of images) and compare it with the majority class. Works for any
 features manifest plus the scenes of the same split, e.g. `snmn probe-features --manifest
 data/features/val/manifest.json --scenes data/mini-clevr/scenes/CLEVR_val_scenes.json`.
@@ -53,8 +53,8 @@ def command(
     output_path: str | None,
 ) -> None:
     """Linear probe per attribute on the cell under each object's centre."""
-    from pipeline.config import ConfigError
-    from pipeline.probe import format_table, object_cells, probe
+    from pipeline.errors import ConfigError
+    from pipeline.vision.probe import format_table, object_cells, probe
 
     if folds < 2:
         raise ConfigError(f"--folds: must be >= 2, got {folds}")

@@ -25,7 +25,7 @@ def command(
 ) -> None:
     """Ask SNMN about an image and see every reasoning step (http://HOST:PORT/)."""
     from pipeline.config import load_config
-    from pipeline.serve import serve
+    from pipeline.demo.app import serve
     from pipeline.tracking import resolve_tracking_uri
 
     config = load_config(params_path)

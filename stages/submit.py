@@ -31,9 +31,9 @@ from stages.options import params_option
 )
 def command(params_path: str, address: str, wait: bool, check_inputs: bool) -> None:
     """Submit `snmn train --params PARAMS` to the Ray cluster at ADDRESS."""
-    from pipeline import launch
     from pipeline.config import load_config
     from pipeline.distributed import job_logs, submit_job
+    from pipeline.training import launch
 
     config = load_config(params_path)  # fail here, not on the cluster, when params are wrong
     if check_inputs:

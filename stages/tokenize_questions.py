@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from pipeline.config import load_config
-from pipeline.tokenization import tokenize
+from pipeline.data.tokenization import tokenize
 from stages.options import params_option
 
 

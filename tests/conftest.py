@@ -23,7 +23,7 @@ from pipeline.config import (
     TokenizeConfig,
     from_dict,
 )
-from pipeline.images import image_name
+from pipeline.vision.images import image_name
 
 REPO = Path(__file__).resolve().parents[1]
 # A few real CLEVR v1.0 files, in the shared/ folder laid beside the checkout (and CI's clone).
@@ -86,9 +86,9 @@ def generate_scenes(root: Path, train: int, val: int) -> Path:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with mini-clevr/, tokens/ and features/ for VQA and CLEVR-Ref splits."""
-    from pipeline.features import extract_features
+    from pipeline.data.tokenization import tokenize
     from pipeline.minclevr.generate import generate
-    from pipeline.tokenization import tokenize
+    from pipeline.vision.features import extract_features
 
     root = tmp_path_factory.mktemp("tiny")
     generate(

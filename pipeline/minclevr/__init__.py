@@ -1,7 +1,7 @@
 """Mini-CLEVR: an offline, deterministic CLEVR / CLEVR-Ref generator in pure Python.
 
 "How many spheres are left of the large cube?" needs a picture, a scene graph, a program and an
-answer. world.py fixes the vocabulary and camera, scenes.py places objects by CLEVR's rules,
-render.py draws them (and the object-ID buffer), questions.py / refexps.py / families.py write
-questions and referring expressions, executor.py answers programs, generate.py writes it all.
+answer. scenes.py places objects by CLEVR's rules (in the world of pipeline/clevr/world.py, drawn
+by pipeline/clevr/render.py), questions.py / refexps.py / families.py write questions and
+referring expressions answered by pipeline/clevr/executor.py, and generate.py writes it all.
 """

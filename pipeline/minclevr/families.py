@@ -18,11 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.clevr import ProgramNode, Scene
+from pipeline.clevr.executor import execute
+from pipeline.clevr.readers import ProgramNode, Scene
+from pipeline.clevr.world import ATTRIBUTES
 from pipeline.minclevr import questions, refexps
-from pipeline.minclevr.executor import execute
 from pipeline.minclevr.phrases import Sampler
-from pipeline.minclevr.world import ATTRIBUTES
 
 BALANCE_RATIO_SECOND = 1.1  # an answer may lead the runner-up answer by at most 10 % ...
 BALANCE_RATIO_MEDIAN = 5.0  # ... and be at most 5 x the median answer count ...

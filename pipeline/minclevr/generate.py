@@ -36,13 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.clevr import DataError, Scene
-from pipeline.config import ConfigError, GenerateConfig
+from pipeline.clevr.readers import Scene
+from pipeline.clevr.world import Camera
+from pipeline.config import GenerateConfig
+from pipeline.errors import ConfigError, DataError
 from pipeline.locks import writer_lock
 from pipeline.minclevr.families import Candidate, Selector, family_table, sample_candidates
 from pipeline.minclevr.phrases import program_to_json
 from pipeline.minclevr.scenes import for_split, sample_scene, scene_to_json
-from pipeline.minclevr.world import Camera
 
 SPLITS = ("train", "val", "test")  # CLEVR splits; loc_{split} reuses the split's pictures
 MAX_OBJECTS = 10  # CLEVR's maximum; the ID buffer and the placement rules are sized for it

@@ -16,8 +16,8 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from pipeline.clevr import ProgramNode, Scene
-from pipeline.minclevr.world import ATTRIBUTES, RELATIONS, VALUES
+from pipeline.clevr.readers import ProgramNode, Scene
+from pipeline.clevr.world import ATTRIBUTES, RELATIONS, VALUES
 
 Description = tuple[tuple[str, str], ...]  # ((attribute, value), ...) in ATTRIBUTES order
 Sampled = tuple[str, tuple[ProgramNode, ...]]  # text, program

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import random
 
-from pipeline.clevr import Scene
+from pipeline.clevr.readers import Scene
+from pipeline.clevr.world import ATTRIBUTES
 from pipeline.minclevr.phrases import (
     SAME,
     Description,
@@ -33,7 +34,6 @@ from pipeline.minclevr.phrases import (
     two_anchors,
     unique_description,
 )
-from pipeline.minclevr.world import ATTRIBUTES
 
 QUERY_TEXTS = {
     "color": ("What color is the {x}?", "What is the color of the {x}?"),

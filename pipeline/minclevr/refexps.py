@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import random
 
-from pipeline.clevr import Scene
+from pipeline.clevr.readers import Scene
+from pipeline.clevr.world import ATTRIBUTES
 from pipeline.minclevr.phrases import (
     SAME,
     ProgramBuilder,
@@ -27,7 +28,6 @@ from pipeline.minclevr.phrases import (
     two_anchors,
     unique_description,
 )
-from pipeline.minclevr.world import ATTRIBUTES
 
 
 def zero_hop(scene: Scene, rng: random.Random) -> Sampled | None:

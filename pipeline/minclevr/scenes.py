@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline.clevr import Scene, SceneObject
-from pipeline.config import ConfigError
-from pipeline.minclevr import render
-from pipeline.minclevr.world import (
+from pipeline.clevr import render
+from pipeline.clevr.readers import Scene, SceneObject
+from pipeline.clevr.world import (
     COLORS,
     GROUND_EXTENT,
     MATERIALS,
@@ -33,6 +32,7 @@ from pipeline.minclevr.world import (
     Camera,
     directions,
 )
+from pipeline.errors import ConfigError
 
 MAX_PLACEMENT_TRIES = 50  # per object, as CLEVR's --max_retries
 MAX_SCENE_TRIES = 1000

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pipeline.config import Config, from_dict, to_dict
-from pipeline.datasets import QuestionDataset, read_question_table
-from pipeline.evaluation import accuracy_counts
-from pipeline.training import backward, box_grid, load_data, resolve_model_config
+from pipeline.data.datasets import QuestionDataset, read_question_table
+from pipeline.runtime.inference import accuracy_counts
+from pipeline.training.loop import backward, box_grid, load_data, resolve_model_config
 from snmn.losses import decayed_parameters
 from snmn.model import SNMN
 from tests.conftest import tiny_config

@@ -1,6 +1,6 @@
 """Helpers of the demo tests: a tiny trained model and the settings to serve it on loopback.
 
-The tests run the server with pipeline.serve.server_process: `python -m pipeline.serve`, the
+The tests run the server with pipeline.demo.app.server_process: `python -m pipeline.demo.app`, the
 same `serve()` that the `snmn serve` stage calls, in its own process on a free port.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import ServeConfig
-from pipeline.serve import free_port
-from pipeline.training import LocalReporter, WorkerContext, train_loop
+from pipeline.demo.app import free_port
+from pipeline.training.loop import LocalReporter, WorkerContext, train_loop
 from tests.conftest import tiny_config
 
 

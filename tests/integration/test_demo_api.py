@@ -15,15 +15,14 @@ import requests
 import torch
 from PIL import Image
 
-from pipeline.clevr import DataError
-from pipeline.config import ConfigError
-from pipeline.demo_service import DemoService, rebuild_backbone, resolve_model_file
-from pipeline.images import image_name
-from pipeline.outputs import load_trained_model
-from pipeline.serve import server_process
-from pipeline.shards import FeatureStore, manifest_path
+from pipeline.data.shards import FeatureStore, manifest_path
+from pipeline.data.text import Vocabulary, tokenize_text
+from pipeline.demo.app import server_process
+from pipeline.demo.service import DemoService, rebuild_backbone, resolve_model_file
+from pipeline.errors import ConfigError, DataError
+from pipeline.runtime.artifact import load_trained_model
 from pipeline.tables import read_parquet
-from pipeline.text import Vocabulary, tokenize_text
+from pipeline.vision.images import image_name
 from snmn.layout import MODULE_NAMES
 from tests.integration.demo_server import demo_settings, train_tiny_model
 
@@ -260,13 +259,13 @@ def chunks(size: int, chunk: int = 1 << 20):
 def test_the_serve_stage_takes_params_and_options(tmp_path: Path, monkeypatch) -> None:
     from click.testing import CliRunner
 
-    import pipeline.serve
+    import pipeline.demo.app
     from stages.serve import command
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store is asserted
     served = []
     monkeypatch.setattr(
-        pipeline.serve, "serve", lambda settings, uri: served.append((settings, uri))
+        pipeline.demo.app, "serve", lambda settings, uri: served.append((settings, uri))
     )
     params = tmp_path / "params.yaml"
     params.write_text("serve: {split: loc_val, port: 9000, max_question_chars: 200}\n")

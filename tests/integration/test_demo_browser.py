@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pipeline.serve import server_process
+from pipeline.demo.app import server_process
 from tests.integration.demo_server import demo_settings, train_tiny_model
 
 IMAGE = 3

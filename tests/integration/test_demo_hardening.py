@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from pipeline.images import image_name
-from pipeline.serve import BODY_GRACE_S, HEADER_TIMEOUT_S, RequestGuard, server_process
+from pipeline.demo.app import BODY_GRACE_S, HEADER_TIMEOUT_S, RequestGuard, server_process
+from pipeline.vision.images import image_name
 from tests.integration.demo_server import demo_settings, train_tiny_model
 
 SLOW_CLIENTS = 150  # more than serve.max_connections (64)

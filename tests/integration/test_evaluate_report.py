@@ -12,13 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import Config, EvaluateConfig, ReportConfig
-from pipeline.datasets import QuestionDataset, read_question_table
-from pipeline.evaluation import accuracy_counts, evaluate
-from pipeline.launch import run_name
-from pipeline.outputs import load_trained_model
-from pipeline.report import visualize
+from pipeline.data.datasets import QuestionDataset, read_question_table
+from pipeline.evaluation.evaluate import evaluate
+from pipeline.report.page import visualize
+from pipeline.runtime.artifact import load_trained_model
+from pipeline.runtime.inference import accuracy_counts
 from pipeline.tracking import resolve_tracking_uri, start_run
-from pipeline.training import LocalReporter, WorkerContext, box_grid, train_loop
+from pipeline.training.launch import run_name
+from pipeline.training.loop import LocalReporter, WorkerContext, box_grid, train_loop
 from tests.conftest import tiny_config
 
 

@@ -20,17 +20,17 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.clevr import DataError
 from pipeline.config import to_dict
-from pipeline.features import extract_features, verify_features
+from pipeline.data.shards import FeatureStore, read_manifest
+from pipeline.errors import DataError
 from pipeline.locks import writer_lock
-from pipeline.shards import FeatureStore, read_manifest
+from pipeline.vision.features import extract_features, verify_features
 from tests.conftest import tiny_extract_config, write_pngs
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = """
     import sys, time
-    import pipeline.features as features
+    import pipeline.vision.features as features
     from stages import cli
 
     real_call = features.Extractor.__call__

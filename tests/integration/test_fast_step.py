@@ -3,8 +3,8 @@ same weights and data, 200 steps on mini-CLEVR give loss curves that stay within
 
 from __future__ import annotations
 
-from pipeline.checkpoint import load as load_checkpoint
-from pipeline.training import LocalReporter, WorkerContext, train_loop
+from pipeline.training.checkpoint import load as load_checkpoint
+from pipeline.training.loop import LocalReporter, WorkerContext, train_loop
 from tests.conftest import tiny_config
 
 STEPS = 200

@@ -16,10 +16,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.clevr import check_images, read_questions, read_scenes
+from pipeline.clevr import render
+from pipeline.clevr.executor import execute
+from pipeline.clevr.readers import check_images, read_questions, read_scenes
 from pipeline.config import GenerateConfig
-from pipeline.minclevr import render
-from pipeline.minclevr.executor import execute
 from pipeline.minclevr.families import FAMILIES, answer_allowed
 from pipeline.minclevr.generate import MARKER_FILE, generate
 

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from pipeline.checkpoint import load as load_checkpoint
-from pipeline.outputs import load_trained_model
-from pipeline.training import LocalReporter, WorkerContext, train_loop
+from pipeline.runtime.artifact import load_trained_model
+from pipeline.training.checkpoint import load as load_checkpoint
+from pipeline.training.loop import LocalReporter, WorkerContext, train_loop
 from tests.conftest import tiny_config
 
 

@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from pipeline.clevr import (
-    DataError,
+from pipeline.clevr.readers import (
     ProgramNode,
     check_image_file,
     check_images,
@@ -15,6 +14,7 @@ from pipeline.clevr import (
     read_questions,
     read_scenes,
 )
+from pipeline.errors import DataError
 from tests.conftest import REAL_CLEVR_SAMPLE
 
 REAL_SAMPLE = REAL_CLEVR_SAMPLE

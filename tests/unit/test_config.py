@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import Config, ConfigError, flatten, from_dict, load_config, to_dict
+from pipeline.config import Config, flatten, from_dict, load_config, to_dict
+from pipeline.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,7 +80,7 @@ def test_every_recipe_loads_and_names_every_key():
 
 
 def test_the_run_and_its_checkpoints_depend_only_on_what_shapes_training(tmp_path):
-    from pipeline.launch import run_name
+    from pipeline.training.launch import run_name
 
     base = from_dict(
         Config, {"train": {"tokens_dir": str(tmp_path), "features_dir": str(tmp_path)}}

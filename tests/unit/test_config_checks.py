@@ -12,7 +12,8 @@ import time
 import pytest
 import yaml
 
-from pipeline.config import Config, ConfigError, StrictLoader, from_dict, load_config
+from pipeline.config import Config, StrictLoader, from_dict, load_config
+from pipeline.errors import ConfigError
 from tests.conftest import REPO
 
 BAD_VALUES = [

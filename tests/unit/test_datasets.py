@@ -5,13 +5,13 @@ import itertools
 import numpy as np
 import pytest
 
-from pipeline.clevr import DataError
-from pipeline.datasets import (
+from pipeline.data.datasets import (
     CurriculumBatchSampler,
     EpochBatchSampler,
     evaluation_rows,
     layout_sizes,
 )
+from pipeline.errors import DataError
 
 
 def take(sampler, count):

@@ -6,13 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.baseline import QuestionOnlyModel, predict_question_only, train_question_only
-from pipeline.clevr import ProgramNode, Scene, SceneObject
+from pipeline.clevr.readers import ProgramNode, Scene, SceneObject
+from pipeline.clevr.render import object_ids, run_lengths
+from pipeline.clevr.world import CAMERA_FOV_DEGREES
 from pipeline.config import TokenizeConfig
-from pipeline.datasets import QuestionTable, read_question_table
-from pipeline.evaluation import log_numbers
-from pipeline.faithfulness import FaithfulnessMeter, layout_with_nodes
-from pipeline.metrics import (
+from pipeline.data.datasets import QuestionTable, read_question_table
+from pipeline.data.tokenization import tokenize
+from pipeline.evaluation.baseline import (
+    QuestionOnlyModel,
+    predict_question_only,
+    train_question_only,
+)
+from pipeline.evaluation.evaluate import log_numbers
+from pipeline.evaluation.faithfulness import FaithfulnessMeter, layout_with_nodes
+from pipeline.evaluation.metrics import (
     SplitPredictions,
     layout_metrics,
     module_usage,
@@ -20,10 +27,7 @@ from pipeline.metrics import (
     ref_metrics,
     vqa_metrics,
 )
-from pipeline.minclevr.render import object_ids, run_lengths
-from pipeline.minclevr.world import CAMERA_FOV_DEGREES
-from pipeline.paper import comparison, comparison_markdown, describe_dataset
-from pipeline.tokenization import tokenize
+from pipeline.evaluation.paper import comparison, comparison_markdown, describe_dataset
 from snmn.boxes import BoxGrid
 from snmn.config import ModelConfig
 from snmn.layout import MODULE_INDEX, program_to_layout

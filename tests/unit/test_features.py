@@ -15,14 +15,14 @@ from PIL import Image
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.transforms import functional
 
-import pipeline.features
-from pipeline.backbone import IMAGENET_MEAN, IMAGENET_STD, build_backbone
-from pipeline.clevr import DataError
-from pipeline.config import ConfigError, to_dict
+import pipeline.vision.features
+from pipeline.config import to_dict
+from pipeline.data.shards import FeatureStore, read_manifest
 from pipeline.devices import resolve_device
-from pipeline.features import Extractor, extract_features, verify_features
-from pipeline.images import image_name
-from pipeline.shards import FeatureStore, read_manifest
+from pipeline.errors import ConfigError, DataError
+from pipeline.vision.backbone import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from pipeline.vision.features import Extractor, extract_features, verify_features
+from pipeline.vision.images import image_name
 from tests.conftest import REAL_CLEVR_SAMPLE, write_pngs
 from tests.conftest import tiny_extract_config as tiny_config
 from tests.unit.test_features_images import png_claiming
@@ -251,7 +251,7 @@ def test_a_read_only_output_folder_is_a_clear_error(tmp_path, monkeypatch):
     output.mkdir()
     output.chmod(0o555)
     if os.geteuid() == 0:  # root writes anywhere: make the permission check see a read-only folder
-        monkeypatch.setattr(pipeline.features.os, "access", lambda path, mode: False)
+        monkeypatch.setattr(pipeline.vision.features.os, "access", lambda path, mode: False)
     try:
         with pytest.raises(ConfigError, match=f"{output}(/train)?[: ].*(writable|Permission)"):
             extract_features(tiny_config(tmp_path))

@@ -6,13 +6,13 @@ import pytest
 import torch
 import torchvision
 
-from pipeline.backbone import (
+from pipeline.errors import ConfigError
+from pipeline.vision.backbone import (
     build_backbone,
     calibrate_batchnorm,
     grid_size,
     state_digest,
 )
-from pipeline.config import ConfigError
 
 
 def test_grid_size_follows_stride_16():

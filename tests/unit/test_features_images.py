@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.clevr import PNG_SIGNATURE, DataError
-from pipeline.images import (
+from pipeline.clevr.readers import PNG_SIGNATURE
+from pipeline.errors import DataError
+from pipeline.vision.images import (
     check_png_size,
     decoding_loader,
     image_name,

@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.features import extract_features, verify_features
-from pipeline.shards import FeatureStore, read_manifest
+from pipeline.data.shards import FeatureStore, read_manifest
+from pipeline.vision.features import extract_features, verify_features
 from tests.conftest import tiny_extract_config, write_pngs
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

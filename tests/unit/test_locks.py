@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from pipeline.clevr import DataError
+from pipeline.errors import DataError
 from pipeline.locks import writer_lock
 
 HOLD = textwrap.dedent(

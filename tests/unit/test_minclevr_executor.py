@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.clevr import ProgramNode, Scene, SceneObject
-from pipeline.minclevr.executor import ExecutionError, execute, run
+from pipeline.clevr.executor import ExecutionError, execute, run
+from pipeline.clevr.readers import ProgramNode, Scene, SceneObject
 
 
 def thing(shape: str, color: str, material: str, size: str) -> SceneObject:

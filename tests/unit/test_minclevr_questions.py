@@ -7,8 +7,9 @@ from collections import Counter
 
 import pytest
 
-from pipeline.clevr import ProgramNode
-from pipeline.minclevr.executor import execute, run
+from pipeline.clevr.executor import execute, run
+from pipeline.clevr.readers import ProgramNode
+from pipeline.clevr.world import ATTRIBUTES, Camera
 from pipeline.minclevr.families import (
     FAMILIES,
     Candidate,
@@ -19,7 +20,6 @@ from pipeline.minclevr.families import (
 )
 from pipeline.minclevr.phrases import everyone, matching
 from pipeline.minclevr.scenes import sample_scene
-from pipeline.minclevr.world import ATTRIBUTES, Camera
 
 SNMN_FUNCTIONS = {
     "count", "exist", "relate", "intersect", "union", "equal_integer", "less_than", "greater_than",

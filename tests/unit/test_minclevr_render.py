@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.clevr import SceneObject
-from pipeline.minclevr import render
-from pipeline.minclevr.world import COLORS, MATERIALS, SHAPES, SIZES, Camera
+from pipeline.clevr import render
+from pipeline.clevr.readers import SceneObject
+from pipeline.clevr.world import COLORS, MATERIALS, SHAPES, SIZES, Camera
 
 CAMERA = Camera()
 SMALL = (224, 224)

@@ -10,11 +10,11 @@ import random
 import numpy as np
 import pytest
 
-from pipeline.clevr import read_scenes
-from pipeline.config import ConfigError
-from pipeline.minclevr import render
+from pipeline.clevr import render
+from pipeline.clevr.readers import read_scenes
+from pipeline.clevr.world import SIZES, Camera, directions
+from pipeline.errors import ConfigError
 from pipeline.minclevr.scenes import sample_scene, scene_to_json
-from pipeline.minclevr.world import SIZES, Camera, directions
 
 CAMERA = Camera()
 

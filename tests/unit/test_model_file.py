@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.clevr import DataError
-from pipeline.outputs import load_trained_model
+from pipeline.errors import DataError
+from pipeline.runtime.artifact import load_trained_model
 from snmn.config import ModelConfig
 from snmn.model import SNMN
 from stages.cli import main

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.backbone import build_backbone
-from pipeline.clevr import DataError, Scene, SceneObject
-from pipeline.config import ConfigError, ExtractConfig, PretrainConfig
-from pipeline.minclevr.render import run_lengths
-from pipeline.minclevr.world import VALUES
-from pipeline.pretrain import (
+from pipeline.clevr.readers import Scene, SceneObject
+from pipeline.clevr.render import run_lengths
+from pipeline.clevr.world import VALUES
+from pipeline.config import ExtractConfig, PretrainConfig
+from pipeline.errors import ConfigError, DataError
+from pipeline.vision.backbone import build_backbone
+from pipeline.vision.pretrain import (
     CENTRE_SHARE,
     CLASSES,
     EMPTY,

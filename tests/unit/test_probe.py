@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline.clevr import DataError
-from pipeline.probe import ObjectCells, fold_by_image, format_table, object_cells, probe
+from pipeline.errors import DataError
+from pipeline.vision.probe import ObjectCells, fold_by_image, format_table, object_cells, probe
 from tests.conftest import generate_scenes, tiny_extract_config
 
 
@@ -65,7 +65,7 @@ def test_too_few_images_for_the_folds_is_a_clear_error() -> None:
 @pytest.fixture(scope="module")
 def val_features(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Scenes of 6 train and 8 val images, and random ResNet-18 features of val at 64×96."""
-    from pipeline.features import extract_features
+    from pipeline.vision.features import extract_features
 
     root = tmp_path_factory.mktemp("probe")
     images = generate_scenes(root / "mini-clevr", train=6, val=8)
@@ -84,8 +84,8 @@ def val_features(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_object_cells_pick_each_objects_centre_cell(val_features: Path) -> None:
-    from pipeline.clevr import read_scenes
-    from pipeline.shards import FeatureStore
+    from pipeline.clevr.readers import read_scenes
+    from pipeline.data.shards import FeatureStore
 
     manifest = val_features / "features" / "val" / "manifest.json"
     scenes_path = val_features / "mini-clevr" / "scenes" / "CLEVR_val_scenes.json"

@@ -7,8 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.clevr import DataError
-from pipeline.shards import (
+from pipeline.data.shards import (
     FORMAT,
     FeatureStore,
     ShardSpec,
@@ -19,6 +18,7 @@ from pipeline.shards import (
     verify_manifest,
     write_manifest,
 )
+from pipeline.errors import DataError
 
 SHAPE = (2, 3, 4)  # tiny [H, W, C]
 

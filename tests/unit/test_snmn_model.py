@@ -28,7 +28,7 @@ TINY = ModelConfig(
     stack_length=6,
     task="joint",
 )
-# CLEVR's question vocabulary: ~88 distinct training words + <pad> and <unk> (pipeline/text.py).
+# CLEVR's question vocabulary: ~88 distinct training words + <pad> and <unk> (data/text.py).
 CLEVR_VOCAB = 90
 
 

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import yaml
 
-import pipeline.shards
-from pipeline.clevr import DataError
-from pipeline.shards import FeatureStore, file_sha256, manifest_path, write_manifest
+import pipeline.data.shards
+from pipeline.data.shards import FeatureStore, file_sha256, manifest_path, write_manifest
+from pipeline.errors import DataError
 from tests.conftest import REPO, tiny_config
 from tests.unit.test_shards import features_of, write_split
 
@@ -106,7 +106,7 @@ def test_each_shard_is_hashed_once_per_process_and_copies_do_not_hash_again(tmp_
     hashed = []
     real_sha256 = file_sha256
     monkeypatch.setattr(
-        pipeline.shards, "file_sha256", lambda path: hashed.append(path) or real_sha256(path)
+        pipeline.data.shards, "file_sha256", lambda path: hashed.append(path) or real_sha256(path)
     )
     store = FeatureStore(tmp_path / "manifest.json")
     assert hashed == []  # nothing hashed before a shard is opened
@@ -137,7 +137,7 @@ def test_each_shard_is_hashed_once_per_process_and_copies_do_not_hash_again(tmp_
 @pytest.fixture(scope="module")
 def trained(tiny_data, tmp_path_factory):
     """model.pt of one training iteration on the tiny set (the features are all that matters)."""
-    from pipeline.training import LocalReporter, WorkerContext, train_loop
+    from pipeline.training.loop import LocalReporter, WorkerContext, train_loop
 
     work = tmp_path_factory.mktemp("integrity")
     config = tiny_config(tiny_data, work, iterations=1, eval_every=1, checkpoint_every=1)
@@ -187,7 +187,7 @@ def test_evaluate_on_a_damaged_shard_exits_2_with_one_line(tiny_data, trained, t
 
 
 def test_training_on_a_changed_shard_stops_with_one_line(tiny_data, tmp_path):
-    from pipeline.training import LocalReporter, WorkerContext, train_loop
+    from pipeline.training.loop import LocalReporter, WorkerContext, train_loop
 
     features, shard = damaged_copy(tiny_data, tmp_path, "changed at the same size", "train")
     config = tiny_config(tiny_data, tmp_path, features_dir=str(features), iterations=1)
@@ -201,7 +201,7 @@ def test_training_on_a_changed_shard_stops_with_one_line(tiny_data, tmp_path):
 def test_a_dataset_read_from_disk_checks_every_shard_before_loader_workers_start(
     tiny_data, tmp_path
 ):
-    from pipeline.datasets import QuestionDataset, read_question_table
+    from pipeline.data.datasets import QuestionDataset, read_question_table
 
     features, shard = damaged_copy(tiny_data, tmp_path, "changed at the same size", "train")
     table = read_question_table(tiny_data / "tokens", "train", num_steps=9)

@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from pipeline.clevr import DataError
-from pipeline.text import (
+from pipeline.data.text import (
     PAD_ID,
     UNK_ID,
     Vocabulary,
@@ -13,6 +12,7 @@ from pipeline.text import (
     question_vocabulary,
     tokenize_text,
 )
+from pipeline.errors import DataError
 
 
 def test_tokens_are_lower_case_words_and_punctuation():

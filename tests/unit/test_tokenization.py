@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import tables
-from pipeline.clevr import DataError
-from pipeline.config import ConfigError, TokenizeConfig
+from pipeline.config import TokenizeConfig
+from pipeline.data.tokenization import SCHEMA, encode_boxes, tokenize
+from pipeline.errors import ConfigError, DataError
 from pipeline.tables import padded, read_parquet, write_parquet_atomic
-from pipeline.tokenization import SCHEMA, encode_boxes, tokenize
 from tests.conftest import REAL_CLEVR_SAMPLE
 
 REAL_TEST_QUESTIONS = REAL_CLEVR_SAMPLE / "questions" / "CLEVR_test_questions.json"

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import distributed, launch
-from pipeline.clevr import DataError
-from pipeline.config import Config, ConfigError, from_dict
+from pipeline import distributed
+from pipeline.config import Config, from_dict
+from pipeline.errors import ConfigError, DataError
+from pipeline.training import launch
 from tests.conftest import REPO
 
 GRID = [4, 4, 256]  # what tiny features hold: height, width, channels
@@ -163,7 +164,7 @@ def test_fit_raises_the_workers_error_itself_with_the_policy_in_place(monkeypatc
     default_factory = data_parallel_trainer.create_failure_policy
     config = from_dict(Config, {"train": {"runs_dir": str(tmp_path)}})
     with pytest.raises(ConfigError) as caught:
-        distributed.fit(config, "snmn-vqa-0", {})
+        distributed.fit(config, "snmn-vqa-0", {}, launch.ray_worker_main)
     assert caught.value is not None and str(caught.value) == str(FakeTrainer.error)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
     assert isinstance(FakeTrainer.policies[-1], distributed.StopOnInputErrors)
@@ -205,7 +206,7 @@ def test_a_data_error_in_a_worker_stops_the_run_without_a_retry(tmp_path, capfd)
     )
     start = time.monotonic()
     with pytest.raises(DataError, match="no-tokens") as caught:
-        distributed.fit(config, "snmn-vqa-bad-input", {})
+        distributed.fit(config, "snmn-vqa-bad-input", {}, launch.ray_worker_main)
     assert "Traceback" not in str(caught.value) and "\n" not in str(caught.value)
     assert time.monotonic() - start < 300
     output = capfd.readouterr()

@@ -7,9 +7,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline.config import ConfigError, TrainConfig
-from pipeline.datasets import CurriculumBatchSampler, EpochBatchSampler
-from pipeline.training import WorkerContext, batch_sampler, learning_rate
+from pipeline.config import TrainConfig
+from pipeline.data.datasets import CurriculumBatchSampler, EpochBatchSampler
+from pipeline.errors import ConfigError
+from pipeline.training.loop import WorkerContext, batch_sampler, learning_rate
 
 
 def test_official_default_is_constant():

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pipeline.datasets import EpochBatchSampler, QuestionTable
-from pipeline.metrics import SplitPredictions
+from pipeline.data.datasets import EpochBatchSampler, QuestionTable
+from pipeline.evaluation.metrics import SplitPredictions
 from snmn.config import ModelConfig
 from snmn.heads import AnswerHead
 from snmn.text_encoder import TextEncoder

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from pipeline.clevr import ATTRIBUTES, ProgramNode, Scene
+from pipeline.clevr.readers import ATTRIBUTES, ProgramNode, Scene
 
 ObjectSet = frozenset[int]
 

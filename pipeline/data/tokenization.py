@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.clevr import ATTRIBUTES, DataError, Question, iter_questions, paused_gc
-from pipeline.config import ConfigError, TokenizeConfig
+from pipeline.clevr.readers import ATTRIBUTES, Question, iter_questions, paused_gc
+from pipeline.config import TokenizeConfig
+from pipeline.data.text import SPECIAL_TOKENS, TOKEN_PATTERN, UNK_ID, Vocabulary
+from pipeline.errors import ConfigError, DataError
 from pipeline.tables import write_json_atomic, write_parquet_atomic
-from pipeline.text import SPECIAL_TOKENS, TOKEN_PATTERN, UNK_ID, Vocabulary
 from snmn.layout import MODULE_NAMES, LayoutError, pad_layout, program_to_layout
 
 # Question type of a CLEVR question, from the function of its last program node.

@@ -34,7 +34,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from pipeline.clevr import DataError
+from pipeline.errors import DataError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "snmn-features/2"  # /2: inputs_sha256 covers the images' bytes (/1: names and sizes)

@@ -7,26 +7,24 @@ rank evaluates a disjoint share of the rows, so no question is counted twice and
 
 `evaluate` is the `snmn evaluate` stage: the EMA model of model.pt on the evaluation splits —
 accuracy per question type and family, P@1, agreement with the expert layouts, module usage per
-step, faithfulness of the attention (pipeline/faithfulness.py), optionally the question-only
-baseline — written as DVC metrics, set next to the paper (pipeline/paper.py) and logged to the
-MLflow run that trained the model.
+step, faithfulness of the attention (pipeline/evaluation/faithfulness.py), optionally the
+question-only baseline — written as DVC metrics, set next to the paper
+(pipeline/evaluation/paper.py) and logged to the MLflow run that trained the model.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
-from pipeline.baseline import predict_question_only, train_question_only
-from pipeline.clevr import DataError, read_questions, read_scenes, stream_json
-from pipeline.config import Config, ConfigError, EvaluateConfig, flatten, from_dict
-from pipeline.datasets import (
+from pipeline.clevr.readers import read_questions, read_scenes, stream_json
+from pipeline.config import Config, EvaluateConfig, flatten, from_dict
+from pipeline.data.datasets import (
     QuestionDataset,
     QuestionTable,
     evaluation_rows,
@@ -34,115 +32,22 @@ from pipeline.datasets import (
     read_question_table,
 )
 from pipeline.devices import resolve_device
-from pipeline.faithfulness import FaithfulnessMeter
-from pipeline.metrics import (
-    IOU_THRESHOLD,
+from pipeline.errors import ConfigError, DataError
+from pipeline.evaluation.baseline import predict_question_only, train_question_only
+from pipeline.evaluation.faithfulness import FaithfulnessMeter
+from pipeline.evaluation.metrics import (
     SplitPredictions,
     layout_metrics,
     module_usage,
     ref_metrics,
     vqa_metrics,
 )
-from pipeline.outputs import load_trained_model
-from pipeline.paper import comparison, comparison_markdown, describe_dataset
+from pipeline.evaluation.paper import comparison, comparison_markdown, describe_dataset
+from pipeline.runtime.artifact import load_model
+from pipeline.runtime.inference import predict
 from pipeline.tables import read_parquet, write_atomic, write_json_atomic
-from pipeline.text import Vocabulary, load_question_vocabulary
-from snmn.boxes import BoxGrid, box_iou, predict_boxes
+from snmn.boxes import BoxGrid, predict_boxes
 from snmn.model import SNMN, SNMNOutput
-
-
-@torch.no_grad()
-def predict(
-    model: SNMN,
-    dataset: QuestionDataset,
-    rows: list[int],
-    batch_size: int,
-    device: torch.device,
-) -> Iterator[tuple[dict[str, torch.Tensor], SNMNOutput]]:
-    """(batch, output) for `rows` of `dataset`, in order, with the model in eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(rows), batch_size):
-            batch = to_device(dataset.__getitems__(rows[start : start + batch_size]), device)
-            yield batch, model(batch["tokens"], batch["lengths"], batch["features"])
-    finally:
-        model.train(was_training)
-
-
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-
-
-def answer_hits(output: SNMNOutput, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """[B] bool: the argmax answer equals the true one (never true for unknown answers, -1)."""
-    return output.answer_logits.argmax(dim=1) == batch["answers"]
-
-
-def box_hits(
-    output: SNMNOutput, batch: dict[str, torch.Tensor], grid: BoxGrid, boxes: torch.Tensor
-) -> torch.Tensor:
-    """[B] bool: IoU(predicted box, true box [B, 4] pixels) ≥ 0.5."""
-    predicted = predict_boxes(output.cell_scores, output.box_offsets, grid)
-    return box_iou(predicted, boxes.to(predicted.device)) >= IOU_THRESHOLD
-
-
-def layout_hits(output: SNMNOutput, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """[B, T] bool: the controller's argmax module equals the expert one at each step."""
-    return output.module_logits.argmax(dim=2) == batch["layouts"]
-
-
-def all_reduce_sum(counts: torch.Tensor) -> torch.Tensor:
-    """Sum a count tensor over every rank (no-op in a single process)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        counts = counts.clone()
-        dist.all_reduce(counts, op=dist.ReduceOp.SUM)
-    return counts
-
-
-def accuracy_counts(
-    model: SNMN,
-    dataset: QuestionDataset,
-    rows: list[int],
-    batch_size: int,
-    device: torch.device,
-    grid: BoxGrid | None = None,
-) -> dict[str, float]:
-    """Accuracy (VQA), P@1 (REF) and layout accuracy over `rows`, reduced over ranks.
-
-    Every rank must call this (it ends in an all-reduce), even with no rows of its own.
-    """
-    # [answer right, answer total, box right, box total, steps right, steps total, layouts exact,
-    #  layouts total]
-    counts = torch.zeros(8, dtype=torch.float64, device=device)
-    boxes = torch.from_numpy(dataset.questions.boxes)
-    for batch, output in predict(model, dataset, rows, batch_size, device):
-        if output.answer_logits is not None:
-            known = batch["answers"] >= 0
-            counts[0] += (answer_hits(output, batch) & known).sum()
-            counts[1] += known.sum()
-        if output.cell_scores is not None and grid is not None:
-            hits = box_hits(output, batch, grid, boxes[batch["rows"].cpu()])
-            counts[2] += hits.sum()
-            counts[3] += hits.numel()
-        has_layout = batch["layouts"][:, 0] >= 0
-        steps = layout_hits(output, batch)[has_layout]
-        counts[4] += steps.sum()
-        counts[5] += steps.numel()
-        counts[6] += steps.all(dim=1).sum()
-        counts[7] += has_layout.sum()
-    counts = all_reduce_sum(counts).tolist()
-    metrics = {}
-    if counts[1]:
-        metrics["accuracy"] = counts[0] / counts[1]
-    if counts[3]:
-        metrics["p_at_1"] = counts[2] / counts[3]
-    if counts[5]:
-        metrics["layout_step_accuracy"] = counts[4] / counts[5]
-        metrics["layout_exact"] = counts[6] / counts[7]
-    metrics["questions"] = max(counts[1], counts[3])
-    return metrics
-
 
 # ---------------------------------------------------------------------------------------------
 # Per-question predictions
@@ -252,21 +157,6 @@ def evaluate(settings: EvaluateConfig, project_dir: str | Path = ".") -> dict[st
         for path in (settings.metrics_path, settings.comparison_path, settings.comparison_markdown):
             tracker.log_artifact(path, folder="evaluation")
     return results
-
-
-def load_model(model_path: str | Path, tokens_dir: str | Path, device: torch.device):
-    """(EMA model, payload) of model.pt, checked against the tokeniser's vocabularies."""
-    if not Path(model_path).is_file():
-        raise DataError(f"{model_path}: model file not found (run `snmn train` first)")
-    model, payload = load_trained_model(model_path, str(device))
-    tokens = Path(tokens_dir)
-    words = list(load_question_vocabulary(tokens / "vocab_question.json").words)
-    answers = list(Vocabulary.load(tokens / "vocab_answer.json").words)
-    if words != payload["question_words"] or answers != payload["answer_words"]:
-        raise ConfigError(
-            f"{model_path}: the model was trained with other vocabularies than those in {tokens}"
-        )
-    return model, payload
 
 
 def evaluate_split(

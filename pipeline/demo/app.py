@@ -2,7 +2,7 @@
 
 Pick CLEVR_val_000007.png (or upload a PNG), ask "What color is the large rubber thing?" and the
 page shows the answer and, for every step, the module chosen (Find 0.97), the question words it
-attended to, the attention map laid over the image and the stack depth. The page (demo_static/:
+attended to, the attention map laid over the image and the stack depth. The page (static/:
 plain HTML, CSS and JS, nothing fetched from outside) only calls the JSON API below, which
 FastAPI documents at /openapi.json:
 
@@ -54,9 +54,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pipeline.config import ServeConfig, from_dict
-from pipeline.demo_service import DemoError, DemoService, Reasoning
+from pipeline.demo.service import DemoError, DemoService, Reasoning
 
-STATIC = Path(__file__).with_name("demo_static")
+STATIC = Path(__file__).with_name("static")
 JSON_BODY_LIMIT = 64 * 1024  # bytes of a JSON request (a 1,000-character question is ~1 KB)
 UPLOAD_ROUTE = "/api/ask/upload"
 PAGE_SIZE_MAX = 100
@@ -197,11 +197,11 @@ def serve(settings: ServeConfig, tracking_uri: str = "", access_log: bool = True
 def server_process(
     settings: ServeConfig, log_path: Path, tracking_uri: str = "", timeout_s: float = 180.0
 ) -> Iterator[str]:
-    """The demo in a child process (`python -m pipeline.serve`, the same `serve()`), for tests
+    """The demo in a child process (`python -m pipeline.demo.app`, the same `serve()`), for tests
     and benchmarks: yields its URL once /api/info answers, stops the process afterwards."""
     url = f"http://{settings.host}:{settings.port}"
     settings_json = json.dumps(dataclasses.asdict(settings))
-    command = [sys.executable, "-m", "pipeline.serve", settings_json, tracking_uri]
+    command = [sys.executable, "-m", "pipeline.demo.app", settings_json, tracking_uri]
     repo = Path(__file__).resolve().parents[1]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=repo, stdout=log, stderr=subprocess.STDOUT)
@@ -465,5 +465,5 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-if __name__ == "__main__":  # server_process: python -m pipeline.serve '<ServeConfig JSON>' [URI]
+if __name__ == "__main__":  # server_process: python -m pipeline.demo.app '<ServeConfig JSON>' [URI]
     serve(from_dict(ServeConfig, json.loads(sys.argv[1]), where="argv"), *sys.argv[2:3])

@@ -22,6 +22,8 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
+from pipeline.errors import DataError
+
 ATTRIBUTES = ("color", "shape", "size", "material")  # each object's four, as CLEVR names them
 # Number of program inputs each CLEVR function reads (the CLEVR v1.0 program format).
 FUNCTION_ARITY: dict[str, int] = {
@@ -49,10 +51,6 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _SCAN = json.JSONDecoder().scan_once
 _OFFICIAL_NODE = itemgetter("function", "inputs", "value_inputs")
 _END = object()  # ends the inputs in a node key; no JSON value equals it
-
-
-class DataError(ValueError):
-    """Malformed dataset input; the message is one line naming the file and the index."""
 
 
 class ProgramNode(NamedTuple):

@@ -10,7 +10,7 @@ score the objects' share of the image: reported next to it as the chance level.
 
 Objects come from the scenes: the run-length masks of mini-CLEVR and CLEVR-Ref+ (visible
 pixels), or for real CLEVR a disc around each object's pixel centre, radius = focal length ×
-3D size / depth, nearer discs drawn over farther ones (pipeline.minclevr.render.object_ids, the
+3D size / depth, nearer discs drawn over farther ones (pipeline.clevr.render.object_ids, the
 same map pretraining labels its cells from). Steps of modules that push no attention
 (NoOp, DescribeOne, DescribeTwo) and steps whose node selects no object are not scored.
 
@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.clevr import DataError, ProgramNode, Scene
-from pipeline.minclevr.executor import ExecutionError, ObjectIndex, run
-from pipeline.minclevr.render import object_ids
+from pipeline.clevr.executor import ExecutionError, ObjectIndex, run
+from pipeline.clevr.readers import ProgramNode, Scene
+from pipeline.clevr.render import object_ids
+from pipeline.errors import DataError
 from snmn.layout import layout_with_nodes
 
 # Modules whose step leaves a new attention map on top of the stack.

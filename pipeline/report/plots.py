@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from pipeline.clevr import DataError
+from pipeline.errors import DataError
 from pipeline.tables import write_atomic
 from snmn.layout import MODULE_NAMES, NOOP
 

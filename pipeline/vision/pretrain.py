@@ -4,7 +4,7 @@
 under that cylinder says "small, cyan, rubber/metal, cylinder". Random-init ResNets barely do
 (benchmarks/probe_features.py probes both), and ImageNet weights need a download. Every CLEVR scene
 file lists each object's attributes and position, so this trains the same truncated ResNet that
-`snmn extract` runs (pipeline/backbone.py) to name them: each cell of the h×w layer3 grid is
+`snmn extract` runs (pipeline/vision/backbone.py) to name them: each cell of the h×w layer3 grid is
 labelled with the object that covers it (visible masks where the scenes have them, a disc around
 pixel_coords otherwise), and five 1×1 conv heads (object / empty, colour 8, shape 3, material 2,
 size 2) are trained with cross-entropy over the cells. In the attribute losses every object weighs
@@ -42,13 +42,14 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional
 
-from pipeline.backbone import STRIDE, ConvFourBackbone, build_backbone, grid_size
-from pipeline.clevr import DataError, Scene, read_scenes
-from pipeline.config import ConfigError, ExtractConfig, PretrainConfig, to_dict
+from pipeline.clevr.readers import Scene, read_scenes
+from pipeline.clevr.render import object_ids
+from pipeline.clevr.world import VALUES
+from pipeline.config import ExtractConfig, PretrainConfig, to_dict
 from pipeline.devices import resolve_device
-from pipeline.images import load_image
-from pipeline.minclevr.render import object_ids
-from pipeline.minclevr.world import VALUES
+from pipeline.errors import ConfigError, DataError
+from pipeline.vision.backbone import STRIDE, ConvFourBackbone, build_backbone, grid_size
+from pipeline.vision.images import load_image
 
 log = logging.getLogger("snmn.pretrain")
 SPLIT = "train"  # the only split this module ever reads

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.clevr import DataError
+from pipeline.errors import DataError
 from pipeline.tables import write_json_atomic
 
 TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")

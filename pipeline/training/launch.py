@@ -17,14 +17,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from pipeline import distributed
-from pipeline.clevr import DataError
-from pipeline.config import Config, ConfigError, flatten, to_dict
-from pipeline.shards import manifest_path, read_manifest
+from pipeline.config import Config, flatten, from_dict, to_dict
+from pipeline.data.shards import manifest_path, read_manifest
+from pipeline.errors import ConfigError, DataError
 from pipeline.tracking import MlflowTracker, git_commit, resolve_tracking_uri, start_run
+from pipeline.training import checkpoint as ckpt
+from pipeline.training.loop import WorkerContext, train_loop
 
 RUN_ID_FILE = "mlflow_run_id.txt"
 
@@ -139,9 +142,50 @@ def train(config: Config, project_dir: str | Path = ".") -> dict[str, Any]:
     tracking = {"tracking_uri": tracking_uri, "run_id": run_id}
     tracker = MlflowTracker(tracking_uri, run_id)
     try:
-        metrics = distributed.fit(config, name, tracking)
+        metrics = distributed.fit(config, name, tracking, ray_worker_main)
     except BaseException:
         tracker.finish("FAILED")
         raise
     tracker.finish("FINISHED")
     return metrics
+
+
+def ray_worker_main(
+    loop_config: dict[str, Any], worker: dict[str, Any], checkpoints: distributed.RayCheckpoints
+) -> None:
+    """What every Ray Train worker runs (distributed.fit): rebuild the Config, then train_loop."""
+    config = from_dict(Config, loop_config["config"], where="ray train_loop_config")
+    run_folder = Path(config.train.runs_dir).resolve() / loop_config["run_name"]
+    reporter = RayReporter(checkpoints, run_folder)
+    train_loop(config, WorkerContext(**worker), reporter, loop_config["tracking"])
+
+
+class RayReporter:
+    """The loop's Reporter on Ray Train: checkpoints go through Ray's checkpoint channel.
+
+    Ray Train registers a reported checkpoint when its controller next polls (every ~2 s); a
+    worker killed in between leaves a complete checkpoint on storage that Ray does not offer
+    back. `load_latest` therefore reads the newest complete checkpoint in the run's folder
+    (names are timestamps) and asks Ray only when the folder holds none (remote storage).
+    """
+
+    def __init__(self, checkpoints: distributed.RayCheckpoints, run_folder: Path) -> None:
+        self.checkpoints, self.run_folder = checkpoints, run_folder
+
+    def load_latest(self) -> ckpt.TrainingState | None:
+        for directory in sorted(self.run_folder.glob("checkpoint_*"), reverse=True):
+            try:
+                return ckpt.load(directory)
+            except (OSError, RuntimeError, EOFError, KeyError):  # absent or half-copied
+                continue
+        with self.checkpoints.latest() as directory:
+            return None if directory is None else ckpt.load(directory)
+
+    def report(self, metrics: dict[str, float], state: ckpt.TrainingState | None) -> None:
+        """Every rank calls this at the same steps (a barrier); rank 0 passes the state."""
+        if state is None:
+            self.checkpoints.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="snmn-checkpoint-") as directory:
+            ckpt.save(state, directory)
+            self.checkpoints.report(metrics, directory)

@@ -30,7 +30,7 @@ import torch
 import torchvision
 from torch import nn
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from pipeline.clevr import DataError, read_scenes
-from pipeline.pretrain import ATTRIBUTES, attribute_indices, centre_cell
-from pipeline.shards import FeatureStore
+from pipeline.clevr.readers import read_scenes
+from pipeline.data.shards import FeatureStore
+from pipeline.errors import DataError
+from pipeline.vision.pretrain import ATTRIBUTES, attribute_indices, centre_cell
 
 L2_WEIGHTS = (1e-3, 1e-2, 1e-1, 1.0)  # tried on a validation part of the training images
 MAX_ITERATIONS = 200

@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
-from pipeline.clevr import DataError
 from pipeline.config import Config, flatten, to_dict
+from pipeline.data.text import Vocabulary, load_question_vocabulary
+from pipeline.errors import ConfigError, DataError
 from pipeline.tables import write_atomic, write_json_atomic
-from pipeline.text import Vocabulary, load_question_vocabulary
 from pipeline.tracking import Tracker
 from snmn.config import ModelConfig
 from snmn.model import SNMN
@@ -124,6 +124,19 @@ def load_trained_model(path: str | Path, device: str = "cpu") -> tuple[SNMN, dic
             count = len(words) if isinstance(words, list) else type(words).__name__
             raise DataError(f"{path}: {key} has {count} words, its model_config {size}")
     return model.to(device).eval(), payload
+
+
+def load_model(model_path: str | Path, tokens_dir: str | Path, device: torch.device):
+    """(EMA model, payload) of model.pt, checked against the tokeniser's vocabularies."""
+    model, payload = load_trained_model(model_path, str(device))
+    tokens = Path(tokens_dir)
+    words = list(load_question_vocabulary(tokens / "vocab_question.json").words)
+    answers = list(Vocabulary.load(tokens / "vocab_answer.json").words)
+    if words != payload["question_words"] or answers != payload["answer_words"]:
+        raise ConfigError(
+            f"{model_path}: the model was trained with other vocabularies than those in {tokens}"
+        )
+    return model, payload
 
 
 def _misfit(expected: dict[str, torch.Tensor], given: dict[str, Any]) -> str:

@@ -34,7 +34,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.clevr import PNG_SIGNATURE, DataError
+from pipeline.clevr.readers import PNG_SIGNATURE
+from pipeline.errors import DataError
 
 SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I")
 MAX_IMAGE_SIDE = 4096  # pixels; CLEVR's images are 480×320

@@ -1,12 +1,12 @@
 """The `extract` stage: every CLEVR image → ResNet C4 features in resumable HDF5 shards.
 
-Before the SNMN can answer "Are there more cubes than spheres?" about image 42 of val, each image
-is encoded once: decoded and resized in worker processes (pipeline/images.py) while the truncated
-ResNet (pipeline/backbone.py) runs on the previous batch, and written shard by shard
-(pipeline/shards.py). A rerun skips the shards already finished, so a killed run loses at most
-the shard in progress; a shard whose images changed since (even at the same size) is redone. A
-run holds the writer lock of output_dir throughout (pipeline/locks.py): a second `snmn extract`
-into the same folder stops at once with one line instead of rewriting the first one's manifest.
+Before the SNMN can answer "Are there more cubes than spheres?" about image 42 of val, each image is
+encoded once: decoded and resized in worker processes (pipeline/vision/images.py) while the
+truncated ResNet (pipeline/vision/backbone.py) runs on the previous batch, and written shard by
+shard (pipeline/data/shards.py). A rerun skips the shards already finished, so a killed run loses at
+most the shard in progress; a shard whose images changed since (even at the same size) is redone. A
+run holds the writer lock of output_dir throughout (pipeline/locks.py): a second `snmn extract` into
+the same folder stops at once with one line instead of rewriting the first one's manifest.
 
 On a GPU the forward runs in bf16 autocast with channels-last tensors; an out-of-memory error
 halves the forward batch and goes on. With num_workers > 1 or a ray_address, shards are spread
@@ -32,21 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.backbone import (
-    CHANNELS,
-    ConvFourBackbone,
-    WeightsInfo,
-    build_backbone,
-    calibrate_batchnorm,
-    grid_size,
-    state_digest,
-)
-from pipeline.clevr import DataError
-from pipeline.config import ConfigError, ExtractConfig, from_dict, to_dict
-from pipeline.devices import resolve_device
-from pipeline.images import DecodedImages, decoding_loader, list_split_images, load_image
-from pipeline.locks import writer_lock
-from pipeline.shards import (
+from pipeline.config import ExtractConfig, from_dict, to_dict
+from pipeline.data.shards import (
     FORMAT,
     ShardSpec,
     ShardWriter,
@@ -59,6 +46,20 @@ from pipeline.shards import (
     verify_manifest,
     write_manifest,
 )
+from pipeline.devices import resolve_device
+from pipeline.distributed import run_on_actors
+from pipeline.errors import ConfigError, DataError
+from pipeline.locks import writer_lock
+from pipeline.vision.backbone import (
+    CHANNELS,
+    ConvFourBackbone,
+    WeightsInfo,
+    build_backbone,
+    calibrate_batchnorm,
+    grid_size,
+    state_digest,
+)
+from pipeline.vision.images import DecodedImages, decoding_loader, list_split_images, load_image
 
 log = logging.getLogger("snmn.extract")
 FLOAT16_MAX = 65504.0
@@ -412,50 +413,29 @@ class ShardWorker:
         device = resolve_device(self.config.device, "extract.device")
         self.extractor = Extractor(backbone, device, self.config.dtype, self.config.batch_size)
 
-    def extract(self, shard: ShardSpec, folder: str) -> dict[str, Any]:
+    def run(self, shard: ShardSpec, folder: str) -> dict[str, Any]:
         return next(extract_shards(self.extractor, [shard], Path(folder), self.config))
 
 
 def _run_on_ray(
     config: ExtractConfig, backbone: ConvFourBackbone, plans: list[SplitPlan], progress: Progress
 ) -> None:
-    import ray
+    """Every shard still to do, on a pool of `extract.num_workers` Ray actors (one GPU each
+    where the cluster has GPUs), the finished ones recorded as they come back."""
+    todo = [(plan, shard) for plan in plans for shard in plan.todo]
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(
-            address=config.ray_address or None, include_dashboard=False, logging_level="WARNING"
-        )
-    workers: list[Any] = []
-    try:
-        use_gpu = config.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= 1
-        actor = ray.remote(num_cpus=1, num_gpus=1 if use_gpu else 0)(ShardWorker)
-        trunk_state = ray.put({k: v.cpu() for k, v in backbone.trunk.state_dict().items()})
-        workers += [actor.remote(to_dict(config), trunk_state) for _ in range(config.num_workers)]
-        queue = [(plan, shard) for plan in plans for shard in plan.todo]
-        running: dict[Any, tuple[Any, SplitPlan, ShardSpec]] = {}
+    def finished(index: int, entry: dict[str, Any]) -> None:
+        plan, shard = todo[index]
+        plan.record(entry)
+        progress.advance(shard.count)
 
-        def hand_out(worker: Any) -> None:
-            if queue:
-                plan, shard = queue.pop(0)
-                running[worker.extract.remote(shard, str(plan.folder))] = (worker, plan, shard)
-
-        for worker in workers:
-            hand_out(worker)
-        while running:
-            (done,), _ = ray.wait(list(running), num_returns=1)
-            worker, plan, shard = running.pop(done)
-            try:
-                plan.record(ray.get(done))
-            except ray.exceptions.RayTaskError as error:
-                if isinstance(error.cause, (DataError, ConfigError)):
-                    raise error.cause from None
-                raise
-            progress.advance(shard.count)
-            hand_out(worker)
-    finally:
-        for worker in workers:
-            ray.kill(worker)
-        if started_here:
-            ray.shutdown()
+    trunk_state = {k: v.cpu() for k, v in backbone.trunk.state_dict().items()}
+    run_on_actors(
+        ShardWorker,
+        (to_dict(config), trunk_state),
+        [(shard, str(plan.folder)) for plan, shard in todo],
+        num_actors=config.num_workers,
+        address=config.ray_address,
+        want_gpu=config.device != "cpu",
+        on_result=finished,
+    )

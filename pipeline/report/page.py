@@ -1,13 +1,13 @@
 """The visual report: how SNMN answered, step by step, for a few questions right and wrong.
 
 For "What color is the large cube left of the red sphere?" the report shows the image, then one
-panel per executed step: the attention map that step left on top of the stack laid over the
-image, the module distribution (Find 0.97, ...), the stack depth, and in the page the question
-with each step's word attention as shading ("red sphere" dark at step 1). Then the predicted and
-the true answer (for CLEVR-Ref, both boxes). The page is one self-contained HTML file (every
-image embedded as base64 PNG); the example PNGs and the plots (training curves, accuracy by
-question type, module usage, faithfulness; pipeline/plots.py) are written beside it for DVC and
-logged to the MLflow run that trained the model.
+panel per executed step: the attention map that step left on top of the stack laid over the image,
+the module distribution (Find 0.97, ...), the stack depth, and in the page the question with each
+step's word attention as shading ("red sphere" dark at step 1). Then the predicted and the true
+answer (for CLEVR-Ref, both boxes). The page is one self-contained HTML file (every image embedded
+as base64 PNG); the example PNGs and the plots (training curves, accuracy by question type, module
+usage, faithfulness; pipeline/report/plots.py) are written beside it for DVC and logged to the
+MLflow run that trained the model.
 
 Shape legend: T steps, S question length, M modules, H×W grid, L stack slots.
 """
@@ -25,26 +25,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import plots
-from pipeline.clevr import check_image_file
+from pipeline.clevr.readers import check_image_file
 from pipeline.config import ReportConfig
-from pipeline.datasets import (
+from pipeline.data.datasets import (
     QuestionDataset,
     evaluation_rows,
     model_box_grid,
     read_question_table,
 )
+from pipeline.data.text import tokenize_text
 from pipeline.devices import resolve_device
-from pipeline.evaluation import (
-    collect_predictions,
-    load_model,
-    predict,
-    training_run,
-)
-from pipeline.metrics import box_hits
-from pipeline.plots import Example
+from pipeline.evaluation.evaluate import collect_predictions, training_run
+from pipeline.evaluation.metrics import box_hits
+from pipeline.report import plots
+from pipeline.report.plots import Example
+from pipeline.runtime.artifact import load_model
+from pipeline.runtime.inference import predict
 from pipeline.tables import read_parquet, write_atomic
-from pipeline.text import tokenize_text
 from snmn.boxes import predict_boxes
 from snmn.layout import MODULE_NAMES, NOOP
 from snmn.model import SNMN
@@ -230,7 +227,7 @@ def render_html(
 
 def _summary_html(metrics: dict[str, Any]) -> str:
     """Which dataset, and this run next to the published numbers."""
-    from pipeline.paper import METRIC_NAMES, comparison
+    from pipeline.evaluation.paper import METRIC_NAMES, comparison
 
     dataset = metrics["dataset"]
     verdict = "comparable" if dataset["comparable"] else "NOT comparable"

@@ -32,16 +32,17 @@ import torch
 from PIL import Image
 from pydantic import BaseModel
 
-from pipeline.backbone import build_backbone, state_digest
-from pipeline.clevr import DataError
-from pipeline.config import ConfigError, ServeConfig
+from pipeline.config import ServeConfig
+from pipeline.data.shards import FeatureStore, manifest_path
+from pipeline.data.text import SPECIAL_TOKENS, UNK_ID, Vocabulary, tokenize_text
 from pipeline.devices import resolve_device
-from pipeline.features import CALIBRATION_FILE, Extractor
-from pipeline.images import check_png_size, image_name, load_image
-from pipeline.outputs import MODEL_FILE, first_line, load_trained_model
-from pipeline.shards import FeatureStore, manifest_path
+from pipeline.errors import ConfigError, DataError
+from pipeline.runtime.artifact import MODEL_FILE, first_line, load_trained_model
 from pipeline.tables import read_parquet
-from pipeline.text import SPECIAL_TOKENS, UNK_ID, Vocabulary, tokenize_text
+from pipeline.tracking import download_artifact, registered_model_run
+from pipeline.vision.backbone import build_backbone, state_digest
+from pipeline.vision.features import CALIBRATION_FILE, Extractor
+from pipeline.vision.images import check_png_size, image_name, load_image
 from snmn.boxes import BoxGrid, predict_boxes
 from snmn.layout import MODULE_NAMES, NOOP
 
@@ -338,15 +339,8 @@ def resolve_model_file(model: str, tracking_uri: str, download_dir: Path) -> Pat
             f"serve.model: {model}: expected runs:/<run id> or runs:/<run id>/<file>.pt (the demo "
             f"reads only model.pt files, which load without unpickling code)"
         )
-    import mlflow.artifacts
-
     try:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run_id,
-            artifact_path=artifact,
-            dst_path=str(download_dir),
-            tracking_uri=tracking_uri,
-        )
+        local = download_artifact(run_id, artifact, download_dir, tracking_uri)
     except Exception as error:  # MlflowException, OSError: all mean "not there"
         raise ConfigError(
             f"serve.model: cannot get {artifact} of MLflow run {run_id} from {tracking_uri}: "
@@ -357,21 +351,8 @@ def resolve_model_file(model: str, tracking_uri: str, download_dir: Path) -> Pat
 
 def _registered_run(model: str, tracking_uri: str) -> str:
     """The run that logged the model of models:/<name>/<version|latest>, @<alias> or /<m-id>."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    reference = model.removeprefix("models:/")
     try:
-        if "@" in reference:
-            name, alias = reference.split("@", 1)
-            return client.get_model_version_by_alias(name, alias).run_id
-        if "/" in reference:
-            name, version = reference.split("/", 1)
-            if version == "latest":
-                found = client.search_model_versions(f"name = '{name}'")
-                version = str(max(int(v.version) for v in found)) if found else "latest"
-            return client.get_model_version(name, version).run_id
-        return client.get_logged_model(reference).source_run_id
+        return registered_model_run(model.removeprefix("models:/"), tracking_uri)
     except Exception as error:
         raise ConfigError(
             f"serve.model: {model}: not found in MLflow at {tracking_uri}: {first_line(error)}"

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.clevr import DataError, Scene, SceneObject
-from pipeline.minclevr.world import CAMERA_FOV_DEGREES, COLORS, SIZES, Camera
+from pipeline.clevr.readers import Scene, SceneObject
+from pipeline.clevr.world import CAMERA_FOV_DEGREES, COLORS, SIZES, Camera
+from pipeline.errors import DataError
 
 CYLINDER_SEGMENTS = 36
 GROUND_TOP, GROUND_BOTTOM = 112.0, 158.0  # grey level of the ground at the top / bottom row

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.datasets import QuestionTable
-from pipeline.tokenization import QUESTION_TYPES
+from pipeline.data.datasets import QuestionTable
+from pipeline.data.tokenization import QUESTION_TYPES
+from pipeline.runtime.inference import IOU_THRESHOLD
 from snmn.boxes import box_iou
 from snmn.layout import MODULE_NAMES
 
-IOU_THRESHOLD = 0.5  # P@1 counts a box as found at IoU ≥ 0.5
 TYPE_ORDER = ("count", "exist", "compare_number", "query_attribute", "compare_attribute")
 UNKNOWN_TYPE = "unknown"  # a question without a program
 

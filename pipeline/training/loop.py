@@ -28,9 +28,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from pipeline import checkpoint as ckpt
-from pipeline.config import Config, ConfigError, to_dict
-from pipeline.datasets import (
+from pipeline.config import Config, to_dict
+from pipeline.data.datasets import (
     CurriculumBatchSampler,
     EpochBatchSampler,
     QuestionDataset,
@@ -39,9 +38,17 @@ from pipeline.datasets import (
     layout_sizes,
     read_question_table,
 )
-from pipeline.evaluation import accuracy_counts, all_reduce_sum, answer_hits, box_hits, to_device
-from pipeline.text import Vocabulary, load_question_vocabulary
+from pipeline.data.text import Vocabulary, load_question_vocabulary
+from pipeline.errors import ConfigError
+from pipeline.runtime.inference import (
+    accuracy_counts,
+    all_reduce_sum,
+    answer_hits,
+    box_hits,
+    to_device,
+)
 from pipeline.tracking import MlflowTracker, NullTracker, Tracker
+from pipeline.training import checkpoint as ckpt
 from snmn.boxes import BoxGrid
 from snmn.config import ModelConfig
 from snmn.ema import ModelEMA
@@ -280,7 +287,7 @@ def train_loop(
                 )
             reporter.report({"step": done, **metrics}, state)
     if is_chief:
-        from pipeline.outputs import write_training_outputs
+        from pipeline.runtime.artifact import write_training_outputs
 
         write_training_outputs(config, model_config, ema.average, history, tracker, tracking)
     return metrics
