@@ -3,9 +3,10 @@
 Each request asks a suggested question of the served split ("Are there more cubes than
 spheres?"), about a random image, one in five with an unknown word added ("... zorblax"), the
 way people use the page: POST /api/ask, keep-alive connections, one per client thread. Either
-starts the server itself (`python -m pipeline.demo.app`, the function `snmn serve` runs, on a free
-loopback port, with params.yaml's serve section plus the options below) or targets a running
-one with --url (loopback addresses only). Any non-200 answer is an error: the exit code is 1.
+starts the server itself (server_process of tests/integration/demo_server.py, as the demo tests
+do: the function `snmn serve` runs, in a child process on a free loopback port, with params.yaml's
+serve section plus the options below) or targets a running one with --url (loopback addresses
+only). Any non-200 answer is an error: the exit code is 1.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/demo_load.py --model models/model.pt
 
@@ -41,7 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.config import ServeConfig, from_dict  # noqa: E402
-from pipeline.demo.app import free_port, server_process  # noqa: E402
+from pipeline.distributed import free_port  # noqa: E402
+from tests.integration.demo_server import server_process  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

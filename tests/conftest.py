@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.clevr.readers import Question, check_image_file
 from pipeline.config import (
     Config,
     ExtractConfig,
@@ -162,6 +163,23 @@ def write_pngs(
         pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / image_name(split, index))
     return folder
+
+
+def check_images(images_dir: str | Path, questions: list[Question]) -> int:
+    """Check every image the questions refer to (once each: it exists, is a PNG, carries its
+    index in its name, and no two questions give it different indices); how many were checked."""
+    seen: dict[str, int] = {}
+    for question in questions:
+        known = seen.get(question.image_filename)
+        if known is None:
+            check_image_file(Path(images_dir) / question.image_filename, question.image_index)
+            seen[question.image_filename] = question.image_index
+        else:
+            assert known == question.image_index, (
+                f"{images_dir}: question {question.index}: {question.image_filename} has "
+                f"image_index {question.image_index} here and {known} elsewhere"
+            )
+    return len(seen)
 
 
 def tiny_extract_config(root: Path, **changes: Any) -> ExtractConfig:

@@ -5,15 +5,17 @@ scene → filter_shape[cube] → unique → query_color, scene → filter_shape[
 query_color, equal_color(3, 7). Running it node by node on the scene gives "yes" or "no".
 The generator asks it for every answer it writes, and the tests use it as the oracle. Sets of
 objects are frozensets of object indices; a program whose last node is a set (a CLEVR-Ref
-expression) returns that set. Any misuse (unique on two objects, a wrong input type, an unknown
-function) raises ExecutionError naming the node.
+expression) returns that set. Any misuse (unique on two objects, a wrong input type or number of
+inputs, a function not in the catalogue of functions.py) raises ExecutionError naming the node.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from pipeline.clevr.readers import ATTRIBUTES, ProgramNode, Scene
+from pipeline.clevr.functions import FUNCTIONS
+from pipeline.clevr.readers import ProgramNode, Scene
+from pipeline.clevr.world import ATTRIBUTES
 
 ObjectSet = frozenset[int]
 
@@ -43,9 +45,15 @@ def run(program: Sequence[ProgramNode], scene: Scene) -> list[Value]:
             raise ExecutionError(
                 f"node {position} ({node.function}): inputs {node.inputs} not before it"
             )
-        step = _FUNCTIONS.get(node.function)
-        if step is None:
+        function = FUNCTIONS.get(node.function)
+        if function is None:
             raise ExecutionError(f"node {position}: unknown function {node.function!r}")
+        if len(node.inputs) != function.arity:
+            raise ExecutionError(
+                f"node {position} ({node.function}): expected {function.arity} inputs, "
+                f"got {len(node.inputs)}"
+            )
+        step = _STEPS[node.function]
         arguments = [outputs[j] for j in node.inputs]
         try:
             outputs.append(step(scene, arguments, node.value_inputs))
@@ -66,7 +74,8 @@ def answer_string(value: Value) -> str | ObjectSet:
 
 
 # ---------------------------------------------------------------------------------------------
-# The functions. Each takes the scene, its input values and its value inputs.
+# The functions of the catalogue (functions.py). Each takes the scene, its input values and its
+# value inputs.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -184,7 +193,8 @@ def _equal(attribute: str) -> Step:
     return step
 
 
-_FUNCTIONS: dict[str, Step] = {
+# The implementation of every function of the catalogue (functions.py), by name.
+_STEPS: dict[str, Step] = {
     "scene": _scene,
     "unique": _unique,
     "relate": _relate,

@@ -22,29 +22,10 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
+from pipeline.clevr.functions import FUNCTION_ARITY, VALUE_FUNCTIONS
+from pipeline.clevr.world import RELATIONS
 from pipeline.errors import DataError
 
-ATTRIBUTES = ("color", "shape", "size", "material")  # each object's four, as CLEVR names them
-# Number of program inputs each CLEVR function reads (the CLEVR v1.0 program format).
-FUNCTION_ARITY: dict[str, int] = {
-    "scene": 0,
-    **{f"filter_{a}": 1 for a in ATTRIBUTES},
-    "unique": 1,
-    "relate": 1,
-    **{f"same_{a}": 1 for a in ATTRIBUTES},
-    "union": 2,
-    "intersect": 2,
-    "count": 1,
-    "exist": 1,
-    **{f"query_{a}": 1 for a in ATTRIBUTES},
-    **{f"equal_{a}": 2 for a in ATTRIBUTES},
-    "equal_integer": 2,
-    "less_than": 2,
-    "greater_than": 2,
-}
-# Functions that take one value input (the attribute value or the relation).
-VALUE_FUNCTIONS = frozenset([f"filter_{a}" for a in ATTRIBUTES] + ["relate"])
-RELATIONS = ("left", "right", "front", "behind")
 IMAGE_NAME = re.compile(r"_(\d+)\.png$")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -121,13 +102,6 @@ def paused_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def read_json(path: str | Path, list_key: str) -> tuple[dict[str, Any], list[Any]]:
-    """Load `{"info": ..., list_key: [...]}`; a missing or malformed file is a DataError."""
-    info, entries = stream_json(path, list_key)
-    with paused_gc():
-        return info, list(entries)
 
 
 def stream_json(path: str | Path, list_key: str) -> tuple[dict[str, Any], Iterator[Any]]:
@@ -287,22 +261,6 @@ def check_image_file(path: str | Path, image_index: int) -> None:
         raise DataError(f"{path}: cannot read: {error.strerror or error}") from None
     if head != PNG_SIGNATURE:
         raise DataError(f"{path}: not a PNG file (image_index {image_index})")
-
-
-def check_images(images_dir: str | Path, questions: list[Question]) -> int:
-    """Check every image the questions refer to (once each); returns how many were checked."""
-    seen: dict[str, int] = {}
-    for question in questions:
-        known = seen.get(question.image_filename)
-        if known is None:
-            check_image_file(Path(images_dir) / question.image_filename, question.image_index)
-            seen[question.image_filename] = question.image_index
-        elif known != question.image_index:
-            raise DataError(
-                f"{images_dir}: question {question.index}: {question.image_filename} has "
-                f"image_index {question.image_index} here and {known} elsewhere"
-            )
-    return len(seen)
 
 
 # ---------------------------------------------------------------------------------------------

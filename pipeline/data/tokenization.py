@@ -24,23 +24,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.clevr.readers import ATTRIBUTES, Question, iter_questions, paused_gc
+from pipeline.clevr.functions import QUESTION_TYPES
+from pipeline.clevr.readers import Question, iter_questions, paused_gc
 from pipeline.config import TokenizeConfig
 from pipeline.data.text import SPECIAL_TOKENS, TOKEN_PATTERN, UNK_ID, Vocabulary
 from pipeline.errors import ConfigError, DataError
 from pipeline.tables import write_json_atomic, write_parquet_atomic
 from snmn.layout import MODULE_NAMES, LayoutError, pad_layout, program_to_layout
 
-# Question type of a CLEVR question, from the function of its last program node.
-QUESTION_TYPES: dict[str, str] = {
-    "count": "count",
-    "exist": "exist",
-    "equal_integer": "compare_number",
-    "less_than": "compare_number",
-    "greater_than": "compare_number",
-    **{f"query_{a}": "query_attribute" for a in ATTRIBUTES},
-    **{f"equal_{a}": "compare_attribute" for a in ATTRIBUTES},
-}
 _STRUCTURE = itemgetter(0, 1)  # ProgramNode → (function, inputs)
 BOX = pa.list_(pa.float32())  # 4 floats; not fixed_size_list: pyarrow 25 misreads its nulls
 SCHEMA = pa.schema(

@@ -31,15 +31,8 @@ in Allow.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +46,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from pipeline.config import ServeConfig, from_dict
+from pipeline.config import ServeConfig
 from pipeline.demo.service import DemoError, DemoService, Reasoning
 
 STATIC = Path(__file__).with_name("static")
@@ -191,54 +184,6 @@ def serve(settings: ServeConfig, tracking_uri: str = "", access_log: bool = True
         access_log=access_log,
         log_level="info" if access_log else "warning",
     )
-
-
-@contextmanager
-def server_process(
-    settings: ServeConfig, log_path: Path, tracking_uri: str = "", timeout_s: float = 180.0
-) -> Iterator[str]:
-    """The demo in a child process (`python -m pipeline.demo.app`, the same `serve()`), for tests
-    and benchmarks: yields its URL once /api/info answers, stops the process afterwards."""
-    url = f"http://{settings.host}:{settings.port}"
-    settings_json = json.dumps(dataclasses.asdict(settings))
-    command = [sys.executable, "-m", "pipeline.demo.app", settings_json, tracking_uri]
-    repo = Path(__file__).resolve().parents[1]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, cwd=repo, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while not _answers(f"{url}/api/info"):
-            if process.poll() is not None:
-                problem = f"exited with code {process.returncode}"
-            elif time.monotonic() > deadline:
-                problem = f"did not answer in {timeout_s:.0f} s"
-            else:
-                time.sleep(0.5)
-                continue
-            raise RuntimeError(f"the demo server {problem}; its log:\n{log_path.read_text()}")
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,7 +408,3 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
-
-
-if __name__ == "__main__":  # server_process: python -m pipeline.demo.app '<ServeConfig JSON>' [URI]
-    serve(from_dict(ServeConfig, json.loads(sys.argv[1]), where="argv"), *sys.argv[2:3])

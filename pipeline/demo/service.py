@@ -38,13 +38,14 @@ from pipeline.data.text import SPECIAL_TOKENS, UNK_ID, Vocabulary, tokenize_text
 from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError, DataError
 from pipeline.runtime.artifact import MODEL_FILE, first_line, load_trained_model
+from pipeline.runtime.inference import StepTrace, step_trace
 from pipeline.tables import read_parquet
 from pipeline.tracking import download_artifact, registered_model_run
 from pipeline.vision.backbone import build_backbone, state_digest
 from pipeline.vision.features import CALIBRATION_FILE, Extractor
 from pipeline.vision.images import check_png_size, image_name, load_image
 from snmn.boxes import BoxGrid, predict_boxes
-from snmn.layout import MODULE_NAMES, NOOP
+from snmn.layout import MODULE_NAMES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_IMAGE_SIDE = 16
@@ -253,26 +254,8 @@ class DemoService:
         lengths = torch.tensor([len(ids)], device=self.device)
         output = self.model(tokens, lengths, torch.from_numpy(features)[None].to(self.device))
         config = self.model.config
-        weights = output.module_weights[0].float().cpu()  # [T, M]
-        attention = output.top_attention[0].flatten(1).float().softmax(dim=1)  # [T, H·W]
-        attention = attention.view(-1, config.feature_height, config.feature_width).cpu()
-        depths = output.stack_pointers[0].argmax(dim=1).cpu()  # [T]
-        text = output.text_attention[0].float().cpu()  # [T, S]
-        chosen = weights.argmax(dim=1)  # [T]
-        shown = [t for t in range(config.num_steps) if int(chosen[t]) != NOOP]
-        shown = shown or list(range(config.num_steps))
-        steps = [
-            Step(
-                step=t + 1,
-                module=MODULE_NAMES[int(chosen[t])],
-                probability=_round(weights[t, chosen[t]]),
-                modules=_top(weights[t], MODULE_NAMES, 3),
-                word_attention=[_round(v) for v in text[t]],
-                attention=[[_round(v) for v in row] for row in attention[t]],
-                stack_depth=int(depths[t]),
-            )
-            for t in shown
-        ]
+        trace = step_trace(output, 0, len(ids))
+        steps = [_step(trace, t) for t in trace.shown]
         answer, top_answers, box = None, [], None
         if output.answer_logits is not None:
             probabilities = output.answer_logits[0].float().softmax(dim=0).cpu()  # [A]
@@ -290,7 +273,7 @@ class DemoService:
             top_answers=top_answers,
             box=box,
             steps=steps,
-            folded_steps=[t + 1 for t in range(config.num_steps) if t not in shown],
+            folded_steps=[t + 1 for t in trace.folded],
             image_width=width,
             image_height=height,
             seconds=round(time.perf_counter() - started, 4),
@@ -426,6 +409,20 @@ def decode_png(
     if size is None:  # load_image read what the header check could not
         raise DemoError(400, "upload: cannot read the PNG header")
     return pixels, size
+
+
+def _step(trace: StepTrace, t: int) -> Step:
+    """Step t (from 0) of the trace as the API shows it, numbers rounded to 4 decimals."""
+    module = int(trace.modules[t])
+    return Step(
+        step=t + 1,
+        module=MODULE_NAMES[module],
+        probability=_round(trace.module_weights[t, module]),
+        modules=_top(torch.from_numpy(trace.module_weights[t]), MODULE_NAMES, 3),
+        word_attention=[_round(v) for v in trace.text_attention[t]],
+        attention=[[_round(v) for v in row] for row in trace.attention[t]],
+        stack_depth=int(trace.depth[t]),
+    )
 
 
 def _inside(box: torch.Tensor, grid: BoxGrid) -> Box:

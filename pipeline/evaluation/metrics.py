@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.clevr.functions import QUESTION_TYPES
 from pipeline.data.datasets import QuestionTable
-from pipeline.data.tokenization import QUESTION_TYPES
 from pipeline.runtime.inference import IOU_THRESHOLD
 from snmn.boxes import box_iou
 from snmn.layout import MODULE_NAMES

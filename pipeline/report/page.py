@@ -40,7 +40,7 @@ from pipeline.evaluation.metrics import box_hits
 from pipeline.report import plots
 from pipeline.report.plots import Example
 from pipeline.runtime.artifact import load_model
-from pipeline.runtime.inference import predict
+from pipeline.runtime.inference import predict, step_trace
 from pipeline.tables import read_parquet, write_atomic
 from snmn.boxes import predict_boxes
 from snmn.layout import MODULE_NAMES, NOOP
@@ -113,8 +113,6 @@ def _examples(
         boxes = None
         if output.cell_scores is not None:
             boxes = predict_boxes(output.cell_scores, output.box_offsets, grid).cpu().numpy()
-        attention = output.top_attention.flatten(2).float().softmax(dim=2)  # [B, T, N]
-        attention = attention.unflatten(2, (config.feature_height, config.feature_width))
         for i, row in enumerate(batch["rows"].tolist()):
             length = int(batch["lengths"][i])
             expert = [MODULE_NAMES[m] for m in table.layouts[row] if m > NOOP]  # no padding
@@ -133,10 +131,7 @@ def _examples(
                 truth="",
                 predicted_box=None if boxes is None else boxes[i],
                 true_box=None if task == "vqa" else table.boxes[row],
-                text_attention=output.text_attention[i, :, :length].float().cpu().numpy(),
-                module_weights=output.module_weights[i].float().cpu().numpy(),
-                attention=attention[i].cpu().numpy(),
-                depth=output.stack_pointers[i].argmax(dim=1).cpu().numpy(),
+                trace=step_trace(output, i, length),
             )
             _fill_answer(example, output.answer_logits, i, answer_words, answers[row])
             examples.append(example)
@@ -287,17 +282,18 @@ def _example_html(example: Example, figure: bytes) -> str:
         "<table><tr><th>step</th><th>module (weight)</th><th>stack depth</th>"
         "<th>word attention</th></tr>",
     ]
-    for t in example.shown_steps:
-        weights = example.module_weights[t]
-        module = int(weights.argmax())
+    trace = example.trace
+    for t in trace.shown:
+        weights = trace.module_weights[t]
+        module = int(trace.modules[t])
         words = " ".join(
             f"<span class='word' style='background: rgba(240,120,0,{min(1.0, 2 * a):.2f})' "
             f"title='{a:.3f}'>{html.escape(w)}</span>"
-            for w, a in zip(example.words, example.text_attention[t], strict=False)
+            for w, a in zip(example.words, trace.text_attention[t], strict=False)
         )
         lines.append(
             f"<tr><td>{t + 1}</td><td>{MODULE_NAMES[module]} ({weights[module]:.2f})</td>"
-            f"<td>{int(example.depth[t])}</td><td>{words}</td></tr>"
+            f"<td>{int(trace.depth[t])}</td><td>{words}</td></tr>"
         )
     lines += ["</table>", "</div>"]
     return "\n".join(lines)

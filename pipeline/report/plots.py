@@ -23,8 +23,9 @@ from matplotlib.patches import Rectangle
 from PIL import Image
 
 from pipeline.errors import DataError
+from pipeline.runtime.inference import StepTrace
 from pipeline.tables import write_atomic
-from snmn.layout import MODULE_NAMES, NOOP
+from snmn.layout import MODULE_NAMES
 
 DPI = 80
 
@@ -45,16 +46,7 @@ class Example:
     truth: str
     predicted_box: np.ndarray | None  # [4] x, y, w, h pixels (REF)
     true_box: np.ndarray | None
-    text_attention: np.ndarray  # [T, S]
-    module_weights: np.ndarray  # [T, M]
-    attention: np.ndarray  # [T, H, W] softmax over cells of the top of the stack
-    depth: np.ndarray  # [T] stack pointer position after each step
-
-    @property
-    def shown_steps(self) -> list[int]:
-        """Steps whose argmax module is not NoOp (all steps if every one is NoOp)."""
-        steps = [t for t in range(len(self.depth)) if self.module_weights[t].argmax() != NOOP]
-        return steps or list(range(len(self.depth)))
+    trace: StepTrace  # module weights, word attention, attention maps, stack depth per step
 
     @property
     def name(self) -> str:
@@ -78,7 +70,8 @@ def png_bytes(figure: Figure) -> bytes:
 
 def example_figure(example: Example) -> bytes:
     """The image, then per shown step: attention overlay (top) and module weights (bottom)."""
-    steps = example.shown_steps
+    trace = example.trace
+    steps = trace.shown
     height, width = example.image.shape[:2]
     figure = Figure(figsize=(3.0 * (len(steps) + 1), 4.6))
     axes = figure.subplots(
@@ -101,23 +94,23 @@ def example_figure(example: Example) -> bytes:
     expert = ", ".join(example.expert) or "none"
     axes[1, 0].text(0, 0.5, _wrap(f"expert layout: {expert}", 34) + legend, fontsize=8, va="center")
     for column, t in enumerate(steps, start=1):
-        weights = example.module_weights[t]
-        module = int(weights.argmax())
+        weights = trace.module_weights[t]
+        module = int(trace.modules[t])
         top = axes[0, column]
         top.imshow(example.image)
         top.imshow(
-            example.attention[t],
+            trace.attention[t],
             cmap="inferno",
             alpha=0.6,
             vmin=0.0,
-            vmax=float(example.attention[t].max()),
+            vmax=float(trace.attention[t].max()),
             extent=(0, width, height, 0),
             interpolation="nearest",
         )
-        words = _top_words(example.words, example.text_attention[t])
+        words = _top_words(example.words, trace.text_attention[t])
         top.set_title(
             f"step {t + 1}: {MODULE_NAMES[module]} {weights[module]:.2f}\n"
-            f"depth {int(example.depth[t])} · {words}",
+            f"depth {int(trace.depth[t])} · {words}",
             fontsize=8,
         )
         bars = axes[1, column]

@@ -4,20 +4,24 @@ For "What color is the large cube?" a hit is the argmax answer "red"; for "the l
 of the red sphere" a predicted box with IoU ≥ 0.5 against the true one; for the layout, the
 controller's argmax module equal to the expert one at every step. Counts are summed over DDP
 ranks with one all-reduce. Training validates with these, evaluation and the report collect
-per-question predictions through `predict`.
+per-question predictions through `predict`; the report and the demo show one question's run as
+its `step_trace`.
 
-Shape legend: B batch, T steps.
+Shape legend: B batch, T steps, S question words, M modules, H×W grid.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from pipeline.data.datasets import QuestionDataset
 from snmn.boxes import BoxGrid, box_iou, predict_boxes
+from snmn.layout import NOOP
 from snmn.model import SNMN, SNMNOutput
 
 IOU_THRESHOLD = 0.5  # a CLEVR-Ref box is found at IoU ≥ 0.5 (P@1)
@@ -40,6 +44,50 @@ def predict(
             yield batch, model(batch["tokens"], batch["lengths"], batch["features"])
     finally:
         model.train(was_training)
+
+
+@dataclass(frozen=True)
+class StepTrace:
+    """How SNMN ran one question, step by step: what the report and the demo show of it.
+
+    For "Are there more cubes than spheres?" a trained controller runs Find, Find, DescribeTwo,
+    then NoOp to the last of the T = 9 steps. A NoOp step leaves the stack as it was, so only
+    steps 0, 1 and 2 are `shown` and 3..8 are `folded`; a controller that picks NoOp at every
+    step has all of them shown.
+    """
+
+    module_weights: np.ndarray  # [T, M] the controller's module distribution
+    text_attention: np.ndarray  # [T, S] over the question's words
+    attention: np.ndarray  # [T, H, W] the top of the stack after the step, softmax over the cells
+    depth: np.ndarray  # [T] stack pointer position after the step (0 = empty)
+
+    @property
+    def modules(self) -> np.ndarray:
+        """[T] the most likely module of each step."""
+        return self.module_weights.argmax(axis=1)
+
+    @property
+    def shown(self) -> list[int]:
+        """Steps (from 0) whose most likely module is not NoOp; all steps if every one is."""
+        steps = [t for t, module in enumerate(self.modules) if module != NOOP]
+        return steps or list(range(len(self.modules)))
+
+    @property
+    def folded(self) -> list[int]:
+        """The NoOp steps left out of `shown`."""
+        shown = set(self.shown)
+        return [t for t in range(len(self.modules)) if t not in shown]
+
+
+def step_trace(output: SNMNOutput, i: int, length: int) -> StepTrace:
+    """The trace of question `i` of a batch's `output`; `length`: its number of words."""
+    attention = output.top_attention[i].flatten(1).float().softmax(dim=1)  # [T, H·W]
+    return StepTrace(
+        module_weights=output.module_weights[i].float().cpu().numpy(),
+        text_attention=output.text_attention[i, :, :length].float().cpu().numpy(),
+        attention=attention.view(output.top_attention[i].shape).cpu().numpy(),
+        depth=output.stack_pointers[i].argmax(dim=1).cpu().numpy(),
+    )
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -17,14 +17,13 @@ from PIL import Image
 
 from pipeline.data.shards import FeatureStore, manifest_path
 from pipeline.data.text import Vocabulary, tokenize_text
-from pipeline.demo.app import server_process
 from pipeline.demo.service import DemoService, rebuild_backbone, resolve_model_file
 from pipeline.errors import ConfigError, DataError
 from pipeline.runtime.artifact import load_trained_model
 from pipeline.tables import read_parquet
 from pipeline.vision.images import image_name
 from snmn.layout import MODULE_NAMES
-from tests.integration.demo_server import demo_settings, train_tiny_model
+from tests.integration.demo_server import demo_settings, server_process, train_tiny_model
 
 IMAGE = 3
 QUESTION = "Are there more cubes than zorblax spheres?"  # "zorblax": not in the vocabulary

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pipeline.demo.app import server_process
-from tests.integration.demo_server import demo_settings, train_tiny_model
+from tests.integration.demo_server import demo_settings, server_process, train_tiny_model
 
 IMAGE = 3
 QUESTION = "Are there more cubes than zorblax spheres?"

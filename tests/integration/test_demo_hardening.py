@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from pipeline.demo.app import BODY_GRACE_S, HEADER_TIMEOUT_S, RequestGuard, server_process
+from pipeline.demo.app import BODY_GRACE_S, HEADER_TIMEOUT_S, RequestGuard
 from pipeline.vision.images import image_name
-from tests.integration.demo_server import demo_settings, train_tiny_model
+from tests.integration.demo_server import demo_settings, server_process, train_tiny_model
 
 SLOW_CLIENTS = 150  # more than serve.max_connections (64)
 IMAGE = 3

@@ -8,14 +8,13 @@ import pytest
 from pipeline.clevr.readers import (
     ProgramNode,
     check_image_file,
-    check_images,
     iter_questions,
-    read_json,
     read_questions,
     read_scenes,
+    stream_json,
 )
 from pipeline.errors import DataError
-from tests.conftest import REAL_CLEVR_SAMPLE
+from tests.conftest import REAL_CLEVR_SAMPLE, check_images
 
 REAL_SAMPLE = REAL_CLEVR_SAMPLE
 LARGE_CUBE_PROGRAM = [
@@ -141,8 +140,8 @@ def test_empty_list_and_byte_order_mark(tmp_path):
     path = tmp_path / "CLEVR_val_questions.json"
     path.write_bytes(b'\xef\xbb\xbf{"info": {}, "questions": []}')
     assert read_questions(path) == []
-    info, entries = read_json(path, "questions")
-    assert (info, entries) == ({}, [])
+    info, entries = stream_json(path, "questions")
+    assert (info, list(entries)) == ({}, [])
 
 
 # -- bad input: one line naming the file and the question ----------------------------------------

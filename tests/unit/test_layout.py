@@ -3,7 +3,7 @@ and every question family, each expected layout written by hand from the algorit
 
 import pytest
 
-from pipeline.clevr.readers import FUNCTION_ARITY
+from pipeline.clevr.functions import FUNCTION_ARITY
 from snmn.layout import (
     FUNCTION_MODULES,
     MODULE_NAMES,

@@ -205,6 +205,8 @@ def test_a_referring_expression_returns_its_object_set():
         ([node("scene"), node("unique", (0,)), node("relate", (1,), "above")], "exactly one"),
         ([node("scene"), node("count", (0,)), node("equal_color", (1, 1))], "attribute value"),
         ([node("scene"), node("exist", (0,)), node("less_than", (1, 1))], "expected a count"),
+        ([node("scene"), node("count", (0, 0))], "node 1 \\(count\\): expected 1 inputs, got 2"),
+        ([node("scene"), node("union", (0,))], "node 1 \\(union\\): expected 2 inputs, got 1"),
     ],
 )
 def test_misuse_is_an_execution_error_naming_the_node(program, message):
