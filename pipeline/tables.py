@@ -5,13 +5,23 @@ layout Find, DescribeOne, NoOp, ...) are one Parquet table per split. A table is
 hidden temporary name in the same folder and renamed when complete, so a killed run leaves either
 the old file or the new one, never half of one. Readers turn the variable-length `tokens` column
 into a [N, S] array padded with 0 (<pad>).
+
+Every file of the pipeline that must never be seen half-written goes through `atomic_path` (or
+`write_atomic`, built on it): Parquet tables, JSON metrics and manifests, torch weights and
+checkpoints, HDF5 feature shards. The temporary name is fixed, `.<name>.partial` (a rerun
+overwrites what a killed run left; `snmn extract` deletes such leftovers), so that files written
+through it do not depend on the process: torch.save names the records inside its zip file after
+the file's stem, here `.<name>`, and a process id in that stem would change the weights' bytes and
+sha256 from run to run. Where two runs could write into the same folder (generate, extract),
+`pipeline.locks.writer_lock` stops the second one before it writes anything.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +31,32 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import DataError
 
+TEMPORARY_SUFFIX = ".partial"  # data/train/.train_00008.h5.partial while shard 8 is written
 
-def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call `write(temporary_path)`, then rename it to `path`; on any failure remove it."""
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path next to `path` (folder created) to write to: renamed to `path` when the
+    block ends, removed if it raises. For a writer that fills one file over many calls::
+
+        with atomic_path(folder / "train_00008.h5") as temporary, h5py.File(temporary, "w") as f:
+            ...  # 512 images, batch by batch
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(f".{path.name}{TEMPORARY_SUFFIX}")
     try:
-        write(temporary)
+        yield temporary
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call `write(temporary_path)`, then rename it to `path`; on any failure remove it."""
+    with atomic_path(path) as temporary:
+        write(temporary)
 
 
 def write_parquet_atomic(table: pa.Table, path: str | Path) -> None:

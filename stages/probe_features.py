@@ -10,9 +10,7 @@ data/features/val/manifest.json --scenes data/mini-clevr/scenes/CLEVR_val_scenes
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
-from pathlib import Path
 
 import click
 
@@ -54,6 +52,7 @@ def command(
 ) -> None:
     """Linear probe per attribute on the cell under each object's centre."""
     from pipeline.errors import ConfigError
+    from pipeline.tables import write_atomic
     from pipeline.vision.probe import format_table, object_cells, probe
 
     if folds < 2:
@@ -62,9 +61,6 @@ def command(
     rows = probe(cells, folds, seed)
     click.echo(format_table(rows, title=f"linear probe: {manifest_path}"))
     if output_path:
-        path = Path(output_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.partial")
         table = {row.attribute: asdict(row) for row in rows}
-        temporary.write_text(json.dumps({"manifest": manifest_path, "probe": table}, indent=2))
-        os.replace(temporary, path)
+        text = json.dumps({"manifest": manifest_path, "probe": table}, indent=2)
+        write_atomic(output_path, lambda temporary: temporary.write_text(text))

@@ -7,11 +7,12 @@ dataset `features` [n, H, W, C] float16, channels last, one image per chunk, unc
 fastest random reads measured; benchmarks/loader_speed.py times them), and dataset
 `image_index` [n].
 
-A shard is written under a temporary name in its folder and renamed when complete, then entered
-in the manifest (file, image range, count, size, sha256, and `inputs_sha256` over the bytes of
-its images). A rerun keeps a shard only if the manifest lists it with the same settings, inputs
-and checksum, so a killed run leaves no half shard and loses at most the shard in progress, and
-an image edited in place (even at the same size) has its shard extracted again.
+A shard is written under a temporary name in its folder and renamed when complete
+(`pipeline.tables.atomic_path`, like every file of the pipeline), then entered in the manifest
+(file, image range, count, size, sha256, and `inputs_sha256` over the bytes of its images). A
+rerun keeps a shard only if the manifest lists it with the same settings, inputs and checksum, so
+a killed run leaves no half shard and loses at most the shard in progress, and an image edited in
+place (even at the same size) has its shard extracted again.
 `verify_manifest` re-checks every checksum and, given the planned shards, every inputs digest.
 
 `FeatureStore` checks each shard's size and sha256 against the manifest the first time it opens
@@ -35,10 +36,10 @@ import h5py
 import numpy as np
 
 from pipeline.errors import DataError
+from pipeline.tables import TEMPORARY_SUFFIX, write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "snmn-features/2"  # /2: inputs_sha256 covers the images' bytes (/1: names and sizes)
-TEMP_SUFFIX = ".partial"
 REPAIR_HINT = (
     "; run `snmn extract --verify` to list every damaged shard, then `snmn extract` to rewrite them"
 )
@@ -100,25 +101,29 @@ def file_sha256(path: str | Path) -> str:
 
 
 class ShardWriter:
-    """Writes one shard to `.<name>.partial`; `finish()` renames it and returns its manifest entry.
+    """Writes one shard's HDF5 file at `path`, batch by batch; `finish()` closes it and returns
+    its manifest entry. `path` is the temporary name of `atomic_path`, which renames the file
+    when the block ends and deletes it if the block raises (an error, a KeyboardInterrupt), so
+    nothing half-written remains (a SIGKILL leaves it; the rerun removes it)::
 
-    Leaving the `with` block without `finish()` (an error, a KeyboardInterrupt) deletes the
-    temporary file, so nothing half-written remains (a SIGKILL leaves it; the rerun removes it).
+        with atomic_path(folder / shard.file_name) as temporary:
+            with ShardWriter(temporary, shard, feature_shape, "float16", attrs) as writer:
+                writer.write(features)  # [b, H, W, C], until all shard.count images are in
+                entry = writer.finish(shard.inputs_sha256)
     """
 
     def __init__(
         self,
-        folder: Path,
+        path: Path,
         shard: ShardSpec,
         feature_shape: tuple[int, int, int],
         dtype: str,
         attrs: dict[str, Any],
     ) -> None:
         self.shard = shard
-        self.final_path = folder / shard.file_name
-        self.temp_path = folder / f".{shard.file_name}{TEMP_SUFFIX}"
+        self.path = path
         self.written = 0
-        self.file = h5py.File(self.temp_path, "w")
+        self.file = h5py.File(path, "w")
         self.features = self.file.create_dataset(
             "features",
             shape=(shard.count, *feature_shape),
@@ -141,27 +146,26 @@ class ShardWriter:
         self.written += len(features)
 
     def finish(self, inputs_sha256: str) -> dict[str, Any]:
+        """Close the complete file; its manifest entry (DataError if images are missing)."""
         if self.written != self.shard.count:
-            raise DataError(f"{self.final_path}: wrote {self.written} of {self.shard.count} images")
+            final_path = self.path.with_name(self.shard.file_name)
+            raise DataError(f"{final_path}: wrote {self.written} of {self.shard.count} images")
         self.file.close()
-        entry = {
+        self.finished = True
+        return {
             "file": self.shard.file_name,
             "number": self.shard.number,
             "first_index": self.shard.first_index,
             "last_index": self.shard.first_index + self.shard.count - 1,
             "count": self.shard.count,
-            "bytes": self.temp_path.stat().st_size,
-            "sha256": file_sha256(self.temp_path),
+            "bytes": self.path.stat().st_size,
+            "sha256": file_sha256(self.path),
             "inputs_sha256": inputs_sha256,
         }
-        os.replace(self.temp_path, self.final_path)
-        self.finished = True
-        return entry
 
     def __exit__(self, *exc_info: Any) -> None:
         if not self.finished:
             self.file.close()
-            self.temp_path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,11 +188,8 @@ def read_manifest(path: str | Path) -> dict[str, Any] | None:
 
 
 def write_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
-    """Write atomically: a temporary file in the same folder, then os.replace."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}{TEMP_SUFFIX}")
-    temp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(temp, path)
+    """Write a split's manifest atomically (indented JSON)."""
+    write_json_atomic(manifest, path)
 
 
 def reusable_entries(
@@ -221,7 +222,7 @@ def remove_leftovers(folder: Path, split: str, keep: set[str]) -> list[str]:
     """Delete temporary files and shard files of this split that the new manifest won't list."""
     removed = []
     for path in folder.iterdir():
-        is_temp = path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)
+        is_temp = path.name.startswith(".") and path.name.endswith(TEMPORARY_SUFFIX)
         is_stale_shard = path.name.startswith(f"{split}_") and path.suffix == ".h5"
         if is_temp or (is_stale_shard and path.name not in keep):
             path.unlink()

@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import random
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from pipeline.locks import writer_lock
 from pipeline.minclevr.families import Candidate, Selector, family_table, sample_candidates
 from pipeline.minclevr.phrases import program_to_json
 from pipeline.minclevr.scenes import for_split, sample_scene, scene_to_json
+from pipeline.progress import Progress
+from pipeline.tables import atomic_path
 
 SPLITS = ("train", "val", "test")  # CLEVR splits; loc_{split} reuses the split's pictures
 MAX_OBJECTS = 10  # CLEVR's maximum; the ID buffer and the placement rules are sized for it
@@ -131,6 +134,8 @@ def _write_staging(config: GenerateConfig, staging: Path) -> dict[str, int]:
     (staging / MARKER_FILE).write_text(_MARKER)
 
     totals = {"images": 0, "questions": 0, "refexps": 0}
+    images = sum(config.num_images[split] for split in splits)
+    progress = Progress(images, "images", "generate", stream=sys.stdout)  # stderr: errors only
     pool = _pool(config.workers)
     try:
         for split in splits:
@@ -140,7 +145,7 @@ def _write_staging(config: GenerateConfig, staging: Path) -> dict[str, int]:
             results = (
                 pool.imap(build_image, tasks, chunksize=4) if pool else map(build_image, tasks)
             )
-            counts = _write_split(config, staging, split, _progress(split, results, len(tasks)))
+            counts = _write_split(config, staging, split, _counted(results, progress, split))
             for key, value in counts.items():
                 totals[key] += value
     finally:
@@ -205,14 +210,13 @@ def _pool(workers: int) -> Any:
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn").Pool(workers)
 
 
-def _progress(split: str, results: Iterator[ImageResult], total: int) -> Iterator[ImageResult]:
-    start = time.perf_counter()
-    step = max(1, total // 5)
-    for done, result in enumerate(results, start=1):
+def _counted(
+    results: Iterator[ImageResult], progress: Progress, split: str
+) -> Iterator[ImageResult]:
+    """`results`, each image counted on the progress line once its questions are picked."""
+    for result in results:
         yield result
-        if done % step == 0 or done == total:
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            print(f"generate: {split} {done}/{total} images ({rate:.1f} images/s)", flush=True)
+        progress.advance(1, f"{split} split")
 
 
 def _write_split(
@@ -309,10 +313,8 @@ def _write_json(
     if kind == "questions":
         info["families"] = family_table()
     path = staging / kind / f"CLEVR_{split}_{kind}.json"
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w") as handle:
+    with atomic_path(path) as temporary, open(temporary, "w") as handle:
         json.dump({"info": info, kind: entries}, handle, separators=(",", ":"))
-    os.replace(temporary, path)
 
 
 def _replace_dir(staging: Path, output: Path) -> None:

@@ -5,7 +5,8 @@ preempted, a worker is SIGKILLed. A checkpoint directory holds everything the ne
 on — model, EMA copy, optimizer, step, the RNG states of every rank, the config and its
 fingerprint — so that the loss after resuming equals the loss without the interruption. Only rank
 0 writes; the other ranks' RNG states reach it through an all-gather. Files are plain tensors and
-dicts, loaded with weights_only=True.
+dicts, loaded with weights_only=True, and written atomically (a kill mid-save leaves no half
+state.pt).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from pipeline.tables import write_atomic
 
 STATE_FILE = "state.pt"
 
@@ -69,9 +72,7 @@ def save(state: TrainingState, directory: str | Path) -> Path:
         "fingerprint": state.fingerprint,
         "history": state.history,
     }
-    temporary = directory / f".{STATE_FILE}.tmp"
-    torch.save(payload, temporary)
-    temporary.replace(directory / STATE_FILE)
+    write_atomic(directory / STATE_FILE, lambda temporary: torch.save(payload, temporary))
     return directory
 
 

@@ -50,6 +50,8 @@ from pipeline.devices import resolve_device
 from pipeline.distributed import run_on_actors
 from pipeline.errors import ConfigError, DataError
 from pipeline.locks import writer_lock
+from pipeline.progress import Progress
+from pipeline.tables import atomic_path, write_atomic
 from pipeline.vision.backbone import (
     CHANNELS,
     ConvFourBackbone,
@@ -63,7 +65,6 @@ from pipeline.vision.images import DecodedImages, decoding_loader, list_split_im
 
 log = logging.getLogger("snmn.extract")
 FLOAT16_MAX = 65504.0
-PROGRESS_EVERY_S = 30.0
 CALIBRATION_FILE = "backbone_random_calibrated.pt"
 NOT_PRETRAINED = (
     "FEATURES ARE NOT PRETRAINED: extract.weights is 'random' (BatchNorm calibrated on the data); "
@@ -125,7 +126,8 @@ def extract_features(config: ExtractConfig) -> ExtractSummary:
             _plan_split(config, split, images[split], folders[split], info, digest)
             for split in config.splits
         ]
-        progress = Progress(sum(shard.count for plan in plans for shard in plan.todo))
+        todo = sum(shard.count for plan in plans for shard in plan.todo)
+        progress = Progress(todo, "images", "extract")
         reused = sum(len(paths) for paths in images.values()) - progress.total
         if config.num_workers > 1 or config.ray_address:
             _run_on_ray(config, backbone, plans, progress)
@@ -237,7 +239,10 @@ def extract_shards(
     loaded = iter(loader)
     for shard in shards:
         attrs = {"split": shard.split, "backbone": config.backbone, "weights": config.weights}
-        with ShardWriter(folder, shard, feature_shape, config.dtype, attrs) as writer:
+        with (
+            atomic_path(folder / shard.file_name) as temporary,
+            ShardWriter(temporary, shard, feature_shape, config.dtype, attrs) as writer,
+        ):
             while writer.written < shard.count:
                 images = next(loaded)  # [B, H, W, 3] uint8
                 if isinstance(images, str):
@@ -249,31 +254,6 @@ def extract_shards(
                     progress.advance(len(images))
             entry = writer.finish(shard.inputs_sha256)
         yield entry
-
-
-class Progress:
-    """A stderr line at most every PROGRESS_EVERY_S seconds: images done, images/s, ETA."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.done = total, 0
-        self.started = self.last_line = time.perf_counter()
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    def advance(self, images: int) -> None:
-        self.done += images
-        now = time.perf_counter()
-        if now - self.last_line < PROGRESS_EVERY_S and self.done < self.total:
-            return
-        self.last_line = now
-        rate = self.done / max(self.elapsed(), 1e-9)
-        eta = (self.total - self.done) / max(rate, 1e-9)
-        hours, minutes, seconds = int(eta // 3600), int(eta % 3600 // 60), int(eta % 60)
-        log.info(
-            f"extract: {self.done}/{self.total} images, {rate:.1f} images/s, "
-            f"ETA {hours}:{minutes:02d}:{seconds:02d}"
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,10 +318,9 @@ def _calibrate(
     )
     calibrate_batchnorm(backbone, batches)
     backbone.cpu()
-    temp = saved_path.with_name(f".{saved_path.name}.partial")
     statistics = {k: v for k, v in backbone.trunk.state_dict().items() if _is_bn_statistic(k)}
-    torch.save({"meta": meta, "state": statistics}, temp)
-    os.replace(temp, saved_path)
+    calibration = {"meta": meta, "state": statistics}
+    write_atomic(saved_path, lambda temporary: torch.save(calibration, temporary))
     return WeightsInfo(info.source, description, pretrained=False)
 
 

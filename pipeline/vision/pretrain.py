@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import logging
 import math
 import os
@@ -48,6 +47,8 @@ from pipeline.clevr.world import VALUES
 from pipeline.config import ExtractConfig, PretrainConfig, to_dict
 from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError, DataError
+from pipeline.progress import Progress
+from pipeline.tables import write_atomic, write_json_atomic
 from pipeline.vision.backbone import STRIDE, ConvFourBackbone, build_backbone, grid_size
 from pipeline.vision.images import load_image
 
@@ -422,22 +423,25 @@ def _train(
         networks.load(state)
         first_epoch, curve, seconds = state["epoch"], state["curve"], state["seconds"]
         log.info(f"pretrain: resuming after epoch {first_epoch} from {checkpoint_path}")
-    clock = _Clock(time.perf_counter(), first_epoch * steps_per_epoch, steps_per_epoch, config)
+    progress = Progress(
+        train_count * config.epochs, "images", "pretrain", done=first_epoch * train_count
+    )
     held_out: dict[str, float] = {}
     for epoch in range(first_epoch, config.epochs):
         epoch_started = time.perf_counter()
-        curve += _train_epoch(config, networks, train, epoch, clock)
+        curve += _train_epoch(config, networks, train, epoch, progress)
         held_out = evaluate(networks, holdout, config.batch_size) if holdout else {}
         log.info(f"pretrain: epoch {epoch + 1}/{config.epochs} held-out {_format(held_out)}")
         seconds += time.perf_counter() - epoch_started
         state = {**networks.state(), "meta": meta, "epoch": epoch + 1, "curve": curve}
-        _save_atomic({**state, "seconds": seconds}, checkpoint_path)
+        state["seconds"] = seconds
+        write_atomic(checkpoint_path, lambda temporary, state=state: torch.save(state, temporary))
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
     if holdout and not held_out:  # resumed after the last epoch
         held_out = evaluate(networks, holdout, config.batch_size)
     weights = {key: value.cpu() for key, value in networks.backbone.trunk.state_dict().items()}
-    _save_atomic(weights, Path(config.output_path))
+    write_atomic(config.output_path, lambda temporary: torch.save(weights, temporary))
     metrics = {
         "backbone": config.backbone,
         "input_size": [config.input_height, config.input_width],
@@ -452,8 +456,9 @@ def _train(
         "holdout_accuracy": {name: round(value, 4) for name, value in held_out.items()},
         "weights_sha256": hashlib.sha256(Path(config.output_path).read_bytes()).hexdigest(),
     }
-    _write_text_atomic(Path(config.metrics_path), json.dumps(metrics, indent=2) + "\n")
-    _write_text_atomic(Path(config.curve_path), _curve_csv(curve))
+    write_json_atomic(metrics, config.metrics_path)
+    curve_csv = _curve_csv(curve)
+    write_atomic(config.curve_path, lambda temporary: temporary.write_text(curve_csv))
     checkpoint_path.unlink(missing_ok=True)
     log.info(
         f"pretrain: {seconds:.1f} s of training ({metrics['images_per_second']} images/s); "
@@ -462,35 +467,18 @@ def _train(
     return PretrainSummary(train_count, len(holdout), seconds, held_out, config.output_path)
 
 
-@dataclass
-class _Clock:
-    """Images/s and ETA of this run (a resumed run counts from where it resumed)."""
-
-    started: float
-    first_step: int
-    steps_per_epoch: int
-    config: PretrainConfig
-
-    def line(self, step: int) -> str:
-        total = self.steps_per_epoch * self.config.epochs
-        steps_per_second = (step - self.first_step) / max(time.perf_counter() - self.started, 1e-9)
-        eta = (total - step) / max(steps_per_second, 1e-9)
-        return (
-            f"step {step}/{total} | {steps_per_second * self.config.batch_size:.1f} images/s, "
-            f"ETA {int(eta // 60)}:{int(eta % 60):02d}"
-        )
-
-
 def _train_epoch(
-    config: PretrainConfig, networks: Networks, train: SceneImages, epoch: int, clock: _Clock
+    config: PretrainConfig, networks: Networks, train: SceneImages, epoch: int, progress: Progress
 ) -> list[dict[str, float]]:
-    """One pass over the training images in an order fixed by (seed, epoch)."""
+    """One pass over the training images in an order fixed by (seed, epoch); the loss and cell
+    accuracy every `log_every` steps and at the end of the epoch, on the progress line."""
     networks.backbone.train()
     networks.heads.train()
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     order = torch.randperm(len(train), generator=generator)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
     rows, counts, window_loss, window_steps = [], CellCounts.zero(), 0.0, 0
-    for index in range(clock.steps_per_epoch):
+    for index in range(steps_per_epoch):
         batch = order[index * config.batch_size : (index + 1) * config.batch_size]
         images, labels = train.images[batch], train.labels[batch]  # [B, H, W, 3], [B, 5, h, w]
         weights = train.weights[batch]  # [B, h, w]
@@ -505,16 +493,19 @@ def _train_epoch(
         networks.scheduler.step()
         counts.add([head.detach() for head in logits], labels)
         window_loss, window_steps = window_loss + loss.item(), window_steps + 1
-        step = epoch * clock.steps_per_epoch + index + 1
-        if step % config.log_every == 0 or index == clock.steps_per_epoch - 1:
+        step = epoch * steps_per_epoch + index + 1
+        if step % config.log_every == 0 or index == steps_per_epoch - 1:
             accuracy = counts.accuracy()
             rows.append({"step": step, "epoch": epoch + 1, "loss": window_loss / window_steps})
             rows[-1].update(accuracy)
-            log.info(
-                f"pretrain: epoch {epoch + 1}/{config.epochs} loss {rows[-1]['loss']:.3f} "
-                f"cell accuracy {_format(accuracy)} | {clock.line(step)}"
+            details = (
+                f"epoch {epoch + 1}/{config.epochs} step {step}/{steps_per_epoch * config.epochs} "
+                f"loss {rows[-1]['loss']:.3f} cell accuracy {_format(accuracy)}"
             )
+            progress.advance(len(batch), details, now=True)
             counts, window_loss, window_steps = CellCounts.zero(), 0.0, 0
+        else:
+            progress.advance(len(batch))
     return rows
 
 
@@ -566,21 +557,6 @@ def _load_checkpoint(path: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
         log.info(f"pretrain: {path} was written with other settings or data; starting again")
         return None
     return state
-
-
-def _save_atomic(value: Any, path: Path) -> None:
-    """torch.save under a temporary name in the same folder, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    torch.save(value, temporary)
-    os.replace(temporary, path)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def _curve_csv(rows: list[dict[str, float]]) -> str:

@@ -18,10 +18,11 @@ from PIL import Image
 
 from pipeline.clevr import render
 from pipeline.clevr.executor import execute
-from pipeline.clevr.readers import check_images, read_questions, read_scenes
+from pipeline.clevr.readers import read_questions, read_scenes
 from pipeline.config import GenerateConfig
 from pipeline.minclevr.families import FAMILIES, answer_allowed
 from pipeline.minclevr.generate import MARKER_FILE, generate
+from tests.conftest import check_images
 
 ROOT = Path(__file__).resolve().parents[2]
 SPLITS = ("train", "val", "test")
@@ -65,6 +66,7 @@ def dataset(tmp_path_factory) -> Path:
     result = run_cli(params, hash_seed="1")
     assert result.returncode == 0, result.stderr
     assert "generate: 24 images" in result.stdout and "images/s" in result.stdout
+    assert "[generate] 24/24 images | " in result.stdout and "ETA 0:00:00" in result.stdout
     return output
 
 

@@ -19,6 +19,7 @@ from pipeline.data.shards import (
     write_manifest,
 )
 from pipeline.errors import DataError
+from pipeline.tables import atomic_path
 
 SHAPE = (2, 3, 4)  # tiny [H, W, C]
 
@@ -38,7 +39,10 @@ def write_split(folder, count, shard_size):
     shards = plan_shards("val", images, shard_size)
     entries = []
     for shard in shards:
-        with ShardWriter(folder, shard, SHAPE, "float16", {"split": "val"}) as writer:
+        with (
+            atomic_path(folder / shard.file_name) as temporary,
+            ShardWriter(temporary, shard, SHAPE, "float16", {"split": "val"}) as writer,
+        ):
             first = shard.first_index
             writer.write(np.stack([features_of(i) for i in range(first, first + shard.count)]))
             entries.append(writer.finish(shard.inputs_sha256))
@@ -75,12 +79,19 @@ def test_a_shard_is_chunked_per_image_and_renamed_when_complete(tmp_path):
 def test_an_interrupted_shard_leaves_nothing(tmp_path):
     shard = ShardSpec("val", 0, 0, ("/x/a.png", "/x/b.png"), "digest")
     with pytest.raises(KeyboardInterrupt):
-        with ShardWriter(tmp_path, shard, SHAPE, "float16", {}) as writer:
+        with (
+            atomic_path(tmp_path / shard.file_name) as temporary,
+            ShardWriter(temporary, shard, SHAPE, "float16", {}) as writer,
+        ):
             writer.write(features_of(0)[None])
+            assert temporary.is_file() and not (tmp_path / shard.file_name).exists()
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(DataError, match="wrote 1 of 2 images"):
-        with ShardWriter(tmp_path, shard, SHAPE, "float16", {}) as writer:
+    with pytest.raises(DataError, match=r"val_00000\.h5: wrote 1 of 2 images"):
+        with (
+            atomic_path(tmp_path / shard.file_name) as temporary,
+            ShardWriter(temporary, shard, SHAPE, "float16", {}) as writer,
+        ):
             writer.write(features_of(0)[None])
             writer.finish("digest")
     assert list(tmp_path.iterdir()) == []
