@@ -9,6 +9,12 @@ a VQA batch and one on a CLEVR-Ref batch (the paper's joint training).
 The loop sees a small WorkerContext (rank, world size, device), a Reporter (checkpoints: Ray Train
 in production, a local folder in tests) and the MLflow run to log into; it never imports Ray.
 Metrics are accumulated on the device and reduced over ranks as integer counts at log time.
+
+`train_loop` reads as the recipe, and the file follows it: set up (tracker, data, build or resume
+the Run, loaders), one iteration (rate, update per task), then at the iterations the params ask
+for a log line (with validation) and a checkpoint. Shapes: B questions per rank and batch, S
+question tokens, T steps, H×W grid, C feature channels; "iterations" count global batches
+(every rank takes train.batch_size / world_size questions of each).
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,7 +35,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from pipeline.config import Config, to_dict
+from pipeline.config import Config, TrainConfig, to_dict
 from pipeline.data.datasets import (
     CurriculumBatchSampler,
     EpochBatchSampler,
@@ -40,6 +47,7 @@ from pipeline.data.datasets import (
 )
 from pipeline.data.text import Vocabulary, load_question_vocabulary
 from pipeline.errors import ConfigError
+from pipeline.progress import format_duration
 from pipeline.runtime.inference import (
     accuracy_counts,
     all_reduce_sum,
@@ -103,8 +111,77 @@ class TaskData:
 
 
 # ---------------------------------------------------------------------------------------------
-# Setting up
+# The loop
 # ---------------------------------------------------------------------------------------------
+
+
+def train_loop(
+    config: Config, worker: WorkerContext, reporter: Reporter, tracking: dict[str, str]
+) -> dict[str, float]:
+    """Train until `train.iterations`, resuming from the reporter's latest checkpoint.
+
+    Returns the metrics of the last log line (every rank; only rank 0 writes the outputs).
+    """
+    train, device = config.train, torch.device(worker.device)
+    torch.set_num_threads(train.torch_threads or max(1, (os.cpu_count() or 1) // worker.world_size))
+    tracker = open_tracker(worker, tracking)
+    announce_workers(worker, tracker)
+
+    tasks = load_data(config)
+    check_layouts(train, tasks)
+    model_config = resolve_model_config(config, tasks)
+    grid = box_grid(config)
+    saved = reporter.load_latest()
+    run = build_or_resume(model_config, train, worker, saved, config.fingerprint())
+    network = run.model if worker.world_size == 1 else wrap_ddp(run.model, len(tasks))
+    batches = training_batches(tasks, train, worker, run.start)
+    if saved is not None:  # after the loaders: creating their iterators draws a random seed
+        ckpt.set_rng_state(saved.rng_per_rank[worker.rank])
+
+    meter = Meter(device)
+    log = TrainingLog(train, len(tasks), worker, tracker, run)
+    metrics: dict[str, float] = {}
+    for step in range(run.start, train.iterations):
+        rate = set_learning_rate(run.optimizer, train, step)
+        for data in tasks:  # joint training: one update on VQA, then one on CLEVR-Ref
+            batch = to_device(next(batches[data.task]), device)
+            output, losses = update(run, network, config, data.task, batch, step)
+            meter.add(data.task, losses, output, batch, grid, data.train)
+        done = step + 1
+        if logs_at(train, done):
+            metrics = log.window_metrics(done, meter, rate)
+            if validates_at(train, done):
+                metrics.update(validate(run.ema.average, tasks, train, grid, device, worker))
+            log.write(done, metrics)
+        if checkpoints_at(train, done):
+            reporter.report({"step": done, **metrics}, checkpoint_state(run, done, config, worker))
+    if worker.rank == 0:
+        from pipeline.runtime.artifact import write_training_outputs
+
+        write_training_outputs(
+            config, model_config, run.ema.average, run.history, tracker, tracking
+        )
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Setting up: data, model, loaders
+# ---------------------------------------------------------------------------------------------
+
+
+def open_tracker(worker: WorkerContext, tracking: dict[str, str]) -> Tracker:
+    """Rank 0 logs into the driver's MLflow run (when there is one); other ranks log nothing."""
+    if worker.rank == 0 and tracking.get("run_id"):
+        return MlflowTracker(tracking["tracking_uri"], tracking["run_id"])
+    return NullTracker()
+
+
+def announce_workers(worker: WorkerContext, tracker: Tracker) -> None:
+    """Rank 0 says how many workers on how many machines; every rank must call it (a gather)."""
+    nodes = len(set(_gather(worker.node, worker)))
+    if worker.rank == 0:
+        _say(f"{worker.world_size} worker(s) on {nodes} node(s), device {worker.device}")
+        tracker.log_metrics({"num_workers": worker.world_size, "num_nodes": nodes}, step=0)
 
 
 def load_data(config: Config) -> list[TaskData]:
@@ -163,8 +240,9 @@ def box_grid(config: Config) -> BoxGrid:
     )
 
 
-def check_layouts(config: Config, tasks: list[TaskData]) -> None:
-    if not config.train.use_layouts:
+def check_layouts(train: TrainConfig, tasks: list[TaskData]) -> None:
+    """With train.use_layouts every training question needs its expert layout."""
+    if not train.use_layouts:
         return
     for data in tasks:
         missing = int((data.train.questions.layouts[:, 0] < 0).sum())
@@ -175,57 +253,74 @@ def check_layouts(config: Config, tasks: list[TaskData]) -> None:
             )
 
 
-# ---------------------------------------------------------------------------------------------
-# The loop
-# ---------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """What a worker trains and what changes as it trains; a checkpoint saves all of it."""
+
+    model: SNMN  # the weights Adam updates
+    ema: ModelEMA  # ema.average: the weights that are validated and written to model.pt
+    optimizer: torch.optim.Adam
+    decayed: list[torch.nn.Parameter]  # conv/linear weights under L2 (snmn.losses)
+    start: int = 0  # iterations completed before this process started (> 0 when resumed)
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per log line
 
 
-def train_loop(
-    config: Config, worker: WorkerContext, reporter: Reporter, tracking: dict[str, str]
-) -> dict[str, float]:
-    """Train until `train.iterations`, resuming from the reporter's latest checkpoint."""
-    train = config.train
-    device = torch.device(worker.device)
-    threads = train.torch_threads or max(1, (os.cpu_count() or 1) // worker.world_size)
-    torch.set_num_threads(threads)
-    is_chief = worker.rank == 0
-    tracker: Tracker = NullTracker()
-    if is_chief and tracking.get("run_id"):
-        tracker = MlflowTracker(tracking["tracking_uri"], tracking["run_id"])
+def build_or_resume(
+    model_config: ModelConfig,
+    train: TrainConfig,
+    worker: WorkerContext,
+    saved: ckpt.TrainingState | None,
+    fingerprint: str,
+) -> Run:
+    """The model, its EMA copy and Adam on worker.device: fresh, or as `saved` left them.
 
-    nodes = len(set(_gather(worker.node, worker)))
-    if is_chief:
-        _say(f"{worker.world_size} worker(s) on {nodes} node(s), device {device}")
-        tracker.log_metrics({"num_workers": worker.world_size, "num_nodes": nodes}, step=0)
-    tasks = load_data(config)
-    check_layouts(config, tasks)
-    model_config = resolve_model_config(config, tasks)
-    grid = box_grid(config)
+    Fresh: the same initial weights on every rank (seeded with train.seed), then a seed per rank
+    so that dropout differs between ranks. Resumed: the checkpoint's weights, EMA, Adam moments,
+    iteration and history, if it was written under the same params (`fingerprint`); its random
+    states are restored by the caller after the loaders exist.
+    """
     torch.manual_seed(train.seed)  # identical initial weights on every rank
-    model = SNMN(model_config).to(device)
+    model = SNMN(model_config).to(torch.device(worker.device))
     ema = ModelEMA(model, decay=train.ema_decay)
     optimizer = torch.optim.Adam(model.parameters(), lr=train.learning_rate)
-    decayed, _ = decayed_parameters(model)
-
-    state = reporter.load_latest()
-    history: list[dict[str, float]] = []
-    if state is None:
-        start = 0
+    run = Run(model, ema, optimizer, decayed=decayed_parameters(model)[0])
+    if saved is None:
         torch.manual_seed(train.seed + 1 + worker.rank)  # dropout differs between ranks
-    else:
-        _check_fingerprint(state, config)
-        model.load_state_dict(state.model)
-        ema.load_state_dict(state.ema)
-        optimizer.load_state_dict(state.optimizer)
-        start, history = state.step, list(state.history)
-        if is_chief:
-            _say(f"resuming from the checkpoint at iteration {start}")
+        return run
+    if saved.fingerprint != fingerprint:
+        raise ConfigError(
+            "the checkpoint to resume was written with other params "
+            f"(fingerprint {saved.fingerprint}, now {fingerprint}): "
+            "use another train.runs_dir or remove the old run"
+        )
+    model.load_state_dict(saved.model)
+    ema.load_state_dict(saved.ema)
+    optimizer.load_state_dict(saved.optimizer)
+    run.start, run.history = saved.step, list(saved.history)
+    if worker.rank == 0:
+        _say(f"resuming from the checkpoint at iteration {run.start}")
+    return run
 
-    network = model
-    if worker.world_size > 1:
-        network = DistributedDataParallel(model, find_unused_parameters=len(tasks) > 1)
+
+def wrap_ddp(model: SNMN, num_tasks: int) -> DistributedDataParallel:
+    """The model whose backward averages gradients over ranks.
+
+    Joint training (2 tasks) leaves the other task's head without a gradient in each update,
+    which DDP must be told about.
+    """
+    return DistributedDataParallel(model, find_unused_parameters=num_tasks > 1)
+
+
+def training_batches(
+    tasks: list[TaskData], train: TrainConfig, worker: WorkerContext, start: int
+) -> dict[str, Iterator[dict[str, torch.Tensor]]]:
+    """Per task, this rank's share of each global batch from iteration `start` on.
+
+    A batch holds train.batch_size / world_size questions (tokens [B, S], features
+    [B, H, W, C], ...; see QuestionDataset); task i is shuffled with seed train.seed + i.
+    """
     per_rank = train.batch_size // worker.world_size
-    batches = {
+    return {
         data.task: iter(
             DataLoader(
                 data.train,
@@ -237,64 +332,15 @@ def train_loop(
         )
         for index, data in enumerate(tasks)
     }
-    if state is not None:  # after the loaders: creating their iterators draws a random seed
-        ckpt.set_rng_state(state.rng_per_rank[worker.rank])
-    meter = Meter(device)
-    clock = time.perf_counter()
-    last_logged = start
-    metrics: dict[str, float] = {}
-    for step in range(start, train.iterations):
-        rate = learning_rate(train, step)
-        for group in optimizer.param_groups:
-            group["lr"] = rate
-        for data in tasks:
-            batch = to_device(next(batches[data.task]), device)
-            optimizer.zero_grad(set_to_none=True)
-            output, losses = backward(network, config, data.task, batch, step, decayed)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-            optimizer.step()
-            ema.update(model)
-            meter.add(data.task, losses, output, batch, grid, data.train)
-        done = step + 1
-        last = done == train.iterations
-        if done % train.log_every == 0 or last:
-            seconds = time.perf_counter() - clock
-            metrics = meter.reduce()
-            metrics["questions_per_s"] = (
-                (done - last_logged) * train.batch_size * len(tasks) / max(seconds, 1e-9)
-            )
-            metrics["learning_rate"] = rate
-            if done % train.eval_every == 0 or last:
-                metrics.update(validate(ema.average, tasks, train, grid, device, worker))
-            if is_chief:
-                history.append({"step": done, **metrics})
-                tracker.log_metrics(metrics, step=done)
-                _progress(done, train.iterations, metrics, seconds, done - last_logged)
-            clock, last_logged = time.perf_counter(), done
-        if done % train.checkpoint_every == 0 or last:
-            rngs = _gather(ckpt.rng_state(), worker)
-            state = None
-            if is_chief:
-                state = ckpt.TrainingState(
-                    step=done,
-                    model=model.state_dict(),
-                    ema=ema.state_dict(),
-                    optimizer=optimizer.state_dict(),
-                    rng_per_rank=rngs,
-                    config=to_dict(config),
-                    fingerprint=config.fingerprint(),
-                    history=history,
-                )
-            reporter.report({"step": done, **metrics}, state)
-    if is_chief:
-        from pipeline.runtime.artifact import write_training_outputs
-
-        write_training_outputs(config, model_config, ema.average, history, tracker, tracking)
-    return metrics
 
 
 def batch_sampler(
-    data: TaskData, train, per_rank: int, worker: WorkerContext, index: int, start: int
+    data: TaskData,
+    train: TrainConfig,
+    per_rank: int,
+    worker: WorkerContext,
+    index: int,
+    start: int,
 ) -> EpochBatchSampler | CurriculumBatchSampler:
     """This rank's batches of one task from iteration `start`: shuffled, or a curriculum."""
     shared = dict(
@@ -323,7 +369,12 @@ def batch_sampler(
     )
 
 
-def learning_rate(train, step: int) -> float:
+# ---------------------------------------------------------------------------------------------
+# One iteration
+# ---------------------------------------------------------------------------------------------
+
+
+def learning_rate(train: TrainConfig, step: int) -> float:
     """Adam's rate at iteration `step` (0-based): linear warm-up, then constant or cosine to 0."""
     if step < train.warmup_iterations:
         return train.learning_rate * (step + 1) / train.warmup_iterations
@@ -332,6 +383,34 @@ def learning_rate(train, step: int) -> float:
     decaying = max(1, train.iterations - train.warmup_iterations)
     progress = min(1.0, (step - train.warmup_iterations) / decaying)
     return train.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, train: TrainConfig, step: int) -> float:
+    """Give every parameter group the rate of iteration `step` (learning_rate); returns it."""
+    rate = learning_rate(train, step)
+    for group in optimizer.param_groups:
+        group["lr"] = rate
+    return rate
+
+
+def update(
+    run: Run,
+    network: torch.nn.Module,
+    config: Config,
+    task: str,
+    batch: dict[str, torch.Tensor],
+    step: int,
+) -> tuple[SNMNOutput, dict[str, torch.Tensor]]:
+    """One update on one batch of `task`: backward, clip the global norm, Adam, EMA.
+
+    `network` is run.model, or its DDP wrapper (wrap_ddp) that averages gradients over ranks.
+    """
+    run.optimizer.zero_grad(set_to_none=True)
+    output, losses = backward(network, config, task, batch, step, run.decayed)
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.train.grad_clip)
+    run.optimizer.step()
+    run.ema.update(run.model)
+    return output, losses
 
 
 def backward(
@@ -348,16 +427,15 @@ def backward(
     clipping sees it too. With DDP the gradients are averaged over ranks here.
     """
     output = network(batch["tokens"], batch["lengths"], batch["features"])
-    losses = _losses(config, task, output, batch, step)
+    losses = _losses(config.train, task, output, batch, step)
     total = losses["total"] + config.train.weight_decay * l2_penalty(decayed)
     total.backward()
     return output, losses
 
 
 def _losses(
-    config: Config, task: str, output: SNMNOutput, batch: dict[str, torch.Tensor], step: int
+    train: TrainConfig, task: str, output: SNMNOutput, batch: dict[str, torch.Tensor], step: int
 ) -> dict[str, torch.Tensor]:
-    train = config.train
     entropy = 0.0
     if not train.use_layouts:
         ramp = entropy_ramp(step, train.entropy_ramp_start, train.entropy_ramp_end)
@@ -380,27 +458,6 @@ def _losses(
         offset_weight=train.ref_offset_weight,
         entropy_weight=entropy,
     )
-
-
-def validate(
-    model: SNMN,
-    tasks: list[TaskData],
-    train,
-    grid: BoxGrid,
-    device: torch.device,
-    worker: WorkerContext,
-) -> dict[str, float]:
-    """Validation metrics of the EMA weights, prefixed val_{task}_."""
-    metrics = {}
-    for data in tasks:
-        if data.val is None:
-            continue
-        rows = evaluation_rows(
-            len(data.val), worker.rank, worker.world_size, train.eval_max_questions
-        )
-        found = accuracy_counts(model, data.val, rows, EVAL_BATCH_SIZE, device, grid)
-        metrics.update({f"val_{data.task}_{key}": value for key, value in found.items()})
-    return metrics
 
 
 class Meter:
@@ -446,45 +503,138 @@ class Meter:
         return metrics
 
 
+# ---------------------------------------------------------------------------------------------
+# Logging, validation, checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def logs_at(train: TrainConfig, done: int) -> bool:
+    """Whether a log line follows `done` iterations: every train.log_every, and the last one."""
+    return done % train.log_every == 0 or done == train.iterations
+
+
+def validates_at(train: TrainConfig, done: int) -> bool:
+    """Whether the log line after `done` iterations validates the EMA weights.
+
+    Only log lines validate: every train.eval_every iterations that is also a log step, and the
+    last iteration (log_every 100, eval_every 5000: at 5000, 10000, ...; log_every 3,
+    eval_every 5, iterations 12: only at 12).
+    """
+    return logs_at(train, done) and (done % train.eval_every == 0 or done == train.iterations)
+
+
+def checkpoints_at(train: TrainConfig, done: int) -> bool:
+    """Whether a checkpoint follows `done` iterations: every train.checkpoint_every, the last."""
+    return done % train.checkpoint_every == 0 or done == train.iterations
+
+
+class TrainingLog:
+    """The log lines of one worker; each covers the iterations since the previous line.
+
+    Every rank computes a line's metrics (Meter.reduce sums over ranks); rank 0 appends them to
+    the run's history, logs them to MLflow and prints the progress line
+    "[train] iter 300/1500 | vqa loss 1.234 | acc 0.456 | 166 q/s | ETA 0:07:41".
+    """
+
+    def __init__(
+        self, train: TrainConfig, num_tasks: int, worker: WorkerContext, tracker: Tracker, run: Run
+    ) -> None:
+        self.iterations = train.iterations
+        self.questions_per_iteration = train.batch_size * num_tasks  # all ranks, all tasks
+        self.is_chief = worker.rank == 0
+        self.tracker, self.history = tracker, run.history
+        self.window_start = run.start  # iterations done when the current window opened
+        self.window_opened = time.perf_counter()  # seconds (perf_counter)
+
+    def window_metrics(self, done: int, meter: Meter, rate: float) -> dict[str, float]:
+        """Close the window at `done`: loss means and train accuracies over it, questions/s
+        (all ranks, training time only: the previous line's validation is not in the window)
+        and Adam's rate."""
+        seconds = time.perf_counter() - self.window_opened
+        metrics = meter.reduce()
+        questions = (done - self.window_start) * self.questions_per_iteration
+        metrics["questions_per_s"] = questions / max(seconds, 1e-9)
+        metrics["learning_rate"] = rate
+        return metrics
+
+    def write(self, done: int, metrics: dict[str, float]) -> None:
+        """Rank 0 records the line after `done` iterations; every rank opens the next window."""
+        if self.is_chief:
+            self.history.append({"step": done, **metrics})
+            self.tracker.log_metrics(metrics, step=done)
+            _say(self.progress_line(done, metrics))
+        self.window_start, self.window_opened = done, time.perf_counter()
+
+    def progress_line(self, done: int, metrics: dict[str, float]) -> str:
+        """The line after `done` iterations, validation numbers included when there are any:
+        "iter 300/1500 | vqa loss 1.234 | acc 0.456 | 166 q/s | ETA 0:07:41".
+
+        The ETA assumes the window's speed for the iterations still to run.
+        """
+        iterations_per_s = metrics["questions_per_s"] / self.questions_per_iteration
+        eta = (self.iterations - done) / max(iterations_per_s, 1e-9)  # seconds
+        parts = [f"iter {done}/{self.iterations}"]
+        for task in ("vqa", "ref"):
+            if f"{task}_loss_total" in metrics:
+                parts.append(f"{task} loss {metrics[f'{task}_loss_total']:.3f}")
+                parts.append(f"acc {metrics[f'{task}_train_accuracy']:.3f}")
+        for key in ("val_vqa_accuracy", "val_ref_p_at_1"):
+            if key in metrics:
+                parts.append(f"{key} {metrics[key]:.3f}")
+        parts.append(f"{metrics['questions_per_s']:.0f} q/s")
+        parts.append(f"ETA {format_duration(eta)}")
+        return " | ".join(parts)
+
+
+def validate(
+    model: SNMN,
+    tasks: list[TaskData],
+    train: TrainConfig,
+    grid: BoxGrid,
+    device: torch.device,
+    worker: WorkerContext,
+) -> dict[str, float]:
+    """Validation metrics of the EMA weights, prefixed val_{task}_."""
+    metrics = {}
+    for data in tasks:
+        if data.val is None:
+            continue
+        rows = evaluation_rows(
+            len(data.val), worker.rank, worker.world_size, train.eval_max_questions
+        )
+        found = accuracy_counts(model, data.val, rows, EVAL_BATCH_SIZE, device, grid)
+        metrics.update({f"val_{data.task}_{key}": value for key, value in found.items()})
+    return metrics
+
+
+def checkpoint_state(
+    run: Run, done: int, config: Config, worker: WorkerContext
+) -> ckpt.TrainingState | None:
+    """On rank 0, everything a resume needs after `done` iterations; None on the other ranks.
+
+    Every rank must call it: the random states of all ranks are gathered to rank 0.
+    """
+    rngs = _gather(ckpt.rng_state(), worker)
+    if worker.rank != 0:
+        return None
+    return ckpt.TrainingState(
+        step=done,
+        model=run.model.state_dict(),
+        ema=run.ema.state_dict(),
+        optimizer=run.optimizer.state_dict(),
+        rng_per_rank=rngs,
+        config=to_dict(config),
+        fingerprint=config.fingerprint(),
+        history=run.history,
+    )
+
+
 def _gather(value: Any, worker: WorkerContext) -> list[Any]:
     if worker.world_size == 1:
         return [value]
     gathered: list[Any] = [None] * worker.world_size
     dist.all_gather_object(gathered, value)
     return gathered
-
-
-def _check_fingerprint(state: ckpt.TrainingState, config: Config) -> None:
-    if state.fingerprint != config.fingerprint():
-        raise ConfigError(
-            "the checkpoint to resume was written with other params "
-            f"(fingerprint {state.fingerprint}, now {config.fingerprint()}): "
-            "use another train.runs_dir or remove the old run"
-        )
-
-
-def _progress(done: int, total: int, metrics: dict[str, float], seconds: float, steps: int) -> None:
-    rate = steps / max(seconds, 1e-9)
-    eta = (total - done) / max(rate, 1e-9)
-    parts = [f"iter {done}/{total}"]
-    for task in ("vqa", "ref"):
-        if f"{task}_loss_total" in metrics:
-            parts.append(f"{task} loss {metrics[f'{task}_loss_total']:.3f}")
-            parts.append(f"acc {metrics[f'{task}_train_accuracy']:.3f}")
-    for key in ("val_vqa_accuracy", "val_ref_p_at_1"):
-        if key in metrics:
-            parts.append(f"{key} {metrics[key]:.3f}")
-    parts.append(f"{metrics['questions_per_s']:.0f} q/s")
-    parts.append(f"ETA {_clock(eta)}")
-    _say(" | ".join(parts))
-
-
-def _clock(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def _say(message: str) -> None:

@@ -30,6 +30,18 @@ class DyingReporter(LocalReporter):
             raise Interrupted
 
 
+class RecordingReporter(LocalReporter):
+    """Saves like LocalReporter and remembers the iteration of every report."""
+
+    def __init__(self, folder) -> None:
+        super().__init__(folder, keep=10)
+        self.reported: list[int] = []
+
+    def report(self, metrics, state):
+        super().report(metrics, state)
+        self.reported.append(state.step)
+
+
 def losses_by_step(history):
     return {row["step"]: row["vqa_loss_total"] for row in history}
 
@@ -110,3 +122,17 @@ def test_scratch_training_uses_no_layouts(tiny_data, tmp_path):
     )
     metrics = train_loop(config, WorkerContext(), LocalReporter(tmp_path / "ck"), {})
     assert "vqa_loss_layout" not in metrics and "vqa_loss_entropy" in metrics
+
+
+def test_logs_validations_and_checkpoints_come_at_the_configured_iterations(tiny_data, tmp_path):
+    config = tiny_config(
+        tiny_data, tmp_path, iterations=5, log_every=2, eval_every=4, checkpoint_every=3
+    )
+    reporter = RecordingReporter(tmp_path / "ck")
+    train_loop(config, WorkerContext(), reporter, {})
+    assert reporter.reported == [3, 5]  # every 3 and after the last
+    history = load_checkpoint(tmp_path / "ck" / "step_000000005").history
+    assert [row["step"] for row in history] == [2, 4, 5]  # every 2 and the last
+    validated = [row["step"] for row in history if "val_vqa_accuracy" in row]
+    assert validated == [4, 5]  # every 4 and the last
+    assert load_checkpoint(tmp_path / "ck" / "step_000000003").history == history[:1]
