@@ -43,6 +43,7 @@ from pipeline.data.datasets import (
     evaluation_rows,
     identity_collate,
     layout_sizes,
+    model_box_grid,
     read_question_table,
 )
 from pipeline.data.text import Vocabulary, load_question_vocabulary
@@ -130,7 +131,9 @@ def train_loop(
     tasks = load_data(config)
     check_layouts(train, tasks)
     model_config = resolve_model_config(config, tasks)
-    grid = box_grid(config)
+    grid = model_box_grid(
+        tasks[0].train.questions, model_config.feature_height, model_config.feature_width
+    )
     saved = reporter.load_latest()
     run = build_or_resume(model_config, train, worker, saved, config.fingerprint())
     network = run.model if worker.world_size == 1 else wrap_ddp(run.model, len(tasks))
@@ -229,15 +232,6 @@ def resolve_model_config(config: Config, tasks: list[TaskData]) -> ModelConfig:
 
 def _answer_words(config: Config) -> Vocabulary:
     return Vocabulary.load(Path(config.train.tokens_dir) / "vocab_answer.json")
-
-
-def box_grid(config: Config) -> BoxGrid:
-    return BoxGrid(
-        grid_height=config.model.feature_height,
-        grid_width=config.model.feature_width,
-        image_height=config.tokenize.image_height,
-        image_width=config.tokenize.image_width,
-    )
 
 
 def check_layouts(train: TrainConfig, tasks: list[TaskData]) -> None:

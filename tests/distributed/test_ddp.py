@@ -11,7 +11,7 @@ import torch
 from pipeline.config import Config, from_dict, to_dict
 from pipeline.data.datasets import QuestionDataset, read_question_table
 from pipeline.runtime.inference import accuracy_counts
-from pipeline.training.loop import backward, box_grid, load_data, resolve_model_config
+from pipeline.training.loop import backward, load_data, resolve_model_config
 from snmn.losses import decayed_parameters
 from snmn.model import SNMN
 from tests.conftest import tiny_config
@@ -55,7 +55,7 @@ def worker(loop_config: dict) -> None:
     )
     # uneven shares (rank 0 gets one row more): counts must still add up exactly
     rows = list(range(rank, 13, world))
-    metrics = accuracy_counts(model, val, rows, 4, torch.device("cpu"), box_grid(config))
+    metrics = accuracy_counts(model, val, rows, 4, torch.device("cpu"), val.questions.box_grid)
     if rank == 0:
         torch.save({"grads": grads, "metrics": metrics}, loop_config["result"])
     ray.train.report({"done": 1.0})
@@ -97,7 +97,7 @@ def test_two_workers_equal_one_process(tiny_data, tmp_path):
         in_memory=True,
     )
     expected = accuracy_counts(
-        model, val, list(range(13)), 4, torch.device("cpu"), box_grid(config)
+        model, val, list(range(13)), 4, torch.device("cpu"), val.questions.box_grid
     )
     assert distributed["metrics"]["questions"] == 13
     assert distributed["metrics"]["accuracy"] == pytest.approx(expected["accuracy"])

@@ -19,7 +19,7 @@ from pipeline.runtime.artifact import load_trained_model
 from pipeline.runtime.inference import accuracy_counts
 from pipeline.tracking import resolve_tracking_uri, start_run
 from pipeline.training.launch import run_name
-from pipeline.training.loop import LocalReporter, WorkerContext, box_grid, train_loop
+from pipeline.training.loop import LocalReporter, WorkerContext, train_loop
 from tests.conftest import tiny_config
 
 
@@ -106,7 +106,7 @@ def test_vqa_counts_are_exact_and_agree_with_the_training_metric(vqa_run, tiny_d
 
     model, _ = load_trained_model(settings.model_path)
     dataset = QuestionDataset(val, settings.features_dir, in_memory=True)
-    reference = accuracy_counts(model, dataset, list(range(len(val))), 7, "cpu", box_grid(config))
+    reference = accuracy_counts(model, dataset, list(range(len(val))), 7, "cpu", val.box_grid)
     assert answers["accuracy"] == pytest.approx(reference["accuracy"])
     layout = results["vqa"]["layout"]
     assert layout["step_total"] == len(val) * config.model.num_steps
@@ -203,7 +203,7 @@ def test_ref_model_p_at_1_and_its_report(tiny_data, tmp_path):
     model, _ = load_trained_model(settings.model_path)
     dataset = QuestionDataset(loc_val, settings.features_dir, in_memory=True)
     reference = accuracy_counts(
-        model, dataset, list(range(len(loc_val))), 5, "cpu", box_grid(config)
+        model, dataset, list(range(len(loc_val))), 5, "cpu", loc_val.box_grid
     )
     assert boxes["p_at_1"] == pytest.approx(reference["p_at_1"])
     assert results["ref"]["faithfulness"]["questions"] == len(loc_val)
