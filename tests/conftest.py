@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +199,18 @@ def tiny_extract_config(root: Path, **changes: Any) -> ExtractConfig:
         calibration_images=4,
     )
     return dataclasses.replace(config, **changes)
+
+
+def run_snmn(*arguments: str, cwd: Path = REPO, **options: Any) -> subprocess.CompletedProcess:
+    """`snmn <arguments>` in a fresh interpreter (python -m stages.cli), output captured as text."""
+    options.setdefault("timeout", 300)
+    command = [sys.executable, "-m", "stages.cli", *arguments]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, **options)
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The one stderr line of a command refused for bad input (exit status 2)."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0]

@@ -5,8 +5,6 @@ later inside a Ray worker; an empty params file meant the code defaults (200,000
 second `train:` section silently replaced the first, and a binary file was a UnicodeDecodeError.
 """
 
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,7 +12,7 @@ import yaml
 
 from pipeline.config import Config, StrictLoader, from_dict, load_config
 from pipeline.errors import ConfigError
-from tests.conftest import REPO
+from tests.conftest import REPO, error_line, run_snmn
 
 BAD_VALUES = [
     ("model", "embed_dim", 0),
@@ -124,16 +122,15 @@ def test_malformed_yaml_is_one_line_with_the_position(tmp_path):
 def test_snmn_stops_on_a_bad_value_in_seconds_with_one_line(tmp_path, stage, params, message):
     path = write(tmp_path, params)
     start = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.cli", stage, "--params", str(path)],
+    result = run_snmn(
+        stage,
+        "--params",
+        str(path),
         cwd=tmp_path,  # nothing to find here: the check must come before any data is read
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_WAIT_POLICY": "PASSIVE"},
-        capture_output=True,
-        text=True,
         timeout=120,
     )
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    line = error_line(result)
+    assert line.startswith("error: ") and message in line, line
     assert time.monotonic() - start < 30  # no torch, no Ray: the params fail in the CLI
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written

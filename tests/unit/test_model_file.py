@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from pipeline.runtime.artifact import load_trained_model
 from snmn.config import ModelConfig
 from snmn.model import SNMN
 from stages.cli import main
-from tests.conftest import REPO, TINY_MODEL
+from tests.conftest import TINY_MODEL, error_line, run_snmn
 
 
 @pytest.fixture(scope="module")
@@ -119,18 +118,14 @@ def test_a_broken_model_file_is_one_error_line(
 def test_the_real_command_on_an_empty_file_says_so(tmp_path: Path, payload: dict) -> None:
     """Was: exit 130 and no message (torch's EOFError read by click as Ctrl-C)."""
     model, expected = spoiled("empty", tmp_path, payload)
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.cli", "serve", "--params", str(params_for(tmp_path, model))],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    result = run_snmn(
+        "serve",
+        "--params",
+        str(params_for(tmp_path, model)),
         timeout=120,
         env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
     )
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == [
-        f"error: {model}: {expected}; run `snmn train` again"
-    ]
+    assert error_line(result) == f"error: {model}: {expected}; run `snmn train` again"
 
 
 def test_a_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:

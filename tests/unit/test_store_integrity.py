@@ -13,8 +13,6 @@ import json
 import multiprocessing
 import pickle
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -23,7 +21,7 @@ import yaml
 import pipeline.data.shards
 from pipeline.data.shards import FeatureStore, file_sha256, manifest_path, write_manifest
 from pipeline.errors import DataError
-from tests.conftest import REPO, tiny_config
+from tests.conftest import error_line, run_snmn, tiny_config
 from tests.unit.test_shards import features_of, write_split
 
 REPAIR = "; run `snmn extract --verify` to list every damaged shard, then `snmn extract` to rewrite"
@@ -172,17 +170,8 @@ def test_evaluate_on_a_damaged_shard_exits_2_with_one_line(tiny_data, trained, t
     }
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"evaluate": settings}))
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.cli", "evaluate", "--params", str(params)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr[-2000:]
-    assert lines[0].startswith(f"error: {shard}: ") and lines[0].endswith(f"{REPAIR} them")
+    line = error_line(run_snmn("evaluate", "--params", str(params)))
+    assert line.startswith(f"error: {shard}: ") and line.endswith(f"{REPAIR} them")
     assert not (tmp_path / "evaluate.json").exists()
 
 

@@ -1,7 +1,6 @@
 """`snmn submit` waits for a head node's job agent instead of failing on its first answer, and
 stops with one line when nothing answers at --address or the inputs are missing."""
 
-import subprocess
 import sys
 
 import pytest
@@ -9,7 +8,7 @@ import ray.job_submission
 
 from pipeline import distributed
 from stages import cli
-from tests.conftest import REPO
+from tests.conftest import REPO, error_line, run_snmn
 
 
 class FakeClient:
@@ -57,18 +56,11 @@ def test_an_address_where_nothing_listens_is_one_line_naming_it(tmp_path):
     address = f"http://127.0.0.1:{distributed.free_port()}"
     params = tmp_path / "params.yaml"
     params.write_text((REPO / "params.yaml").read_text())
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.cli", "submit", "--params", str(params)]
-        + ["--address", address, "--no-check-inputs"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_snmn(
+        "submit", "--params", str(params), "--address", address, "--no-check-inputs", timeout=120
     )
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith(f"error: --address {address}: no Ray job server answers there")
+    line = error_line(result)
+    assert line.startswith(f"error: --address {address}: no Ray job server answers there")
 
 
 def test_inputs_are_checked_before_anything_is_sent(fake_ray, monkeypatch, capsys, tmp_path):

@@ -6,8 +6,6 @@ WorkerGroupError traceback. None of these tests starts Ray except the last (mark
 """
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from pipeline import distributed
 from pipeline.config import Config, from_dict
 from pipeline.errors import ConfigError, DataError
 from pipeline.training import launch
-from tests.conftest import REPO
+from tests.conftest import error_line, run_snmn
 
 GRID = [4, 4, 256]  # what tiny features hold: height, width, channels
 
@@ -97,17 +95,9 @@ def test_snmn_train_stops_before_ray_with_one_line(tmp_path):
     model = {"feature_height": 4, "feature_width": 4, "feature_dim": 1024}
     params.write_text(yaml.safe_dump({"model": model, "train": train}))
     start = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.cli", "train", "--params", str(params)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: model.feature_height/"), lines
-    assert "[4, 4, 1024]" in lines[0] and "manifest.json" in lines[0]
+    line = error_line(run_snmn("train", "--params", str(params)))
+    assert line.startswith("error: model.feature_height/"), line
+    assert "[4, 4, 1024]" in line and "manifest.json" in line
     assert time.monotonic() - start < 90  # torch loads; Ray and MLflow never start
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
 
