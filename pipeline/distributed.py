@@ -359,8 +359,14 @@ def submit_job(
             job_id = client.submit_job(**job)
             break
         except RuntimeError as error:
-            if "No available agent" not in str(error) or time.monotonic() > agent_deadline:
+            if "No available agent" not in str(error):
                 raise
+            if time.monotonic() > agent_deadline:
+                raise ConfigError(
+                    f"--address {address}: the head node's job agent did not come up within "
+                    f"{AGENT_WAIT_S} s ('No available agent'); check `ray status` on the head "
+                    "node, then submit again"
+                ) from None
             time.sleep(2)
     if not wait:
         return job_id, str(client.get_job_status(job_id))
