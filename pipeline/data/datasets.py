@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.data.shards import FeatureStore, manifest_path
+from pipeline.data.tokenization import TOKENS_FORMAT
 from pipeline.errors import DataError
 from pipeline.tables import padded, read_parquet
 from snmn.boxes import BoxGrid
@@ -103,13 +104,19 @@ def model_box_grid(table: QuestionTable, feature_height: int, feature_width: int
 
 
 def _box_grid(path: Path, metadata: dict[bytes, bytes]) -> BoxGrid:
-    """The grid `snmn tokenize` placed the boxes on: (H, W) cells over (width, height) pixels."""
+    """The grid `snmn tokenize` placed the boxes on: (H, W) cells over (height, width) pixels."""
     try:
         written = json.loads(metadata[b"snmn"])
+        found = written.get("format", "none")
         grid_height, grid_width = written["grid"]
-        image_width, image_height = written["image_size"]
-    except (KeyError, TypeError, ValueError):
+        image_height, image_width = written["image_size"]
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise DataError(f"{path}: no grid / image_size metadata; rerun `snmn tokenize`") from None
+    if found != TOKENS_FORMAT:
+        raise DataError(
+            f"{path}: written by another `snmn tokenize` (format {found}, this one reads "
+            f"{TOKENS_FORMAT}); rerun it"
+        )
     return BoxGrid(grid_height, grid_width, image_height, image_width)
 
 

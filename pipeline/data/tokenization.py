@@ -34,6 +34,8 @@ from snmn.layout import MODULE_NAMES, LayoutError, pad_layout, program_to_layout
 
 _STRUCTURE = itemgetter(0, 1)  # ProgramNode → (function, inputs)
 BOX = pa.list_(pa.float32())  # 4 floats; not fixed_size_list: pyarrow 25 misreads its nulls
+TOKENS_FORMAT = "snmn-tokens/2"  # 2: image_size is (height, width), as everywhere else
+
 SCHEMA = pa.schema(
     [
         ("question_index", pa.int64()),
@@ -102,9 +104,10 @@ def _tokenize(
     encoding = _encode(config.vocab_split, path, is_ref, config, layouts)
     words, answers = encoding.vocabularies()
     metadata = {
+        "format": TOKENS_FORMAT,
         "num_steps": num_steps,
-        "grid": list(grid),
-        "image_size": [config.image_width, config.image_height],
+        "grid": list(grid),  # (H, W) cells
+        "image_size": [config.image_height, config.image_width],
         "vocab_split": config.vocab_split,
         "modules": list(MODULE_NAMES),
         "num_words": len(words),
@@ -369,7 +372,7 @@ def _check_answers(path: Path, questions: list[Question], needs_every_answer: bo
 
 def encode_boxes(
     boxes: np.ndarray, image_size: tuple[int, int], grid: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:  # image_size (height, width) pixels, grid (H, W) cells
     """Boxes [N, 4] as [x, y, w, h] pixels → (target cells [N], offsets [N, 4] in grid units).
 
     A pixel p sits at grid coordinate p / stride − 0.5 (stride = image size / grid size), so cell
@@ -377,7 +380,7 @@ def encode_boxes(
     cell is the rounded box centre (half to even), clamped to the grid; the offsets are
     (x1 − xc, y1 − yc, x2 − xc, y2 − yc). snmn/boxes.py decodes with the same convention.
     """
-    width, height = image_size
+    height, width = image_size
     rows, cols = grid
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     stride_x, stride_y = width / cols, height / rows
@@ -402,7 +405,7 @@ def _box_columns(
     if bad.size:
         question = [q for q in questions if q.bbox is not None][bad[0]]
         raise DataError(f"{path}: question {question.index}: box {list(question.bbox)} has no area")
-    cells, offsets = encode_boxes(boxes, (config.image_width, config.image_height), grid)
+    cells, offsets = encode_boxes(boxes, (config.image_height, config.image_width), grid)
     all_boxes = np.zeros((rows, 4), np.float32)
     all_boxes[has_box] = boxes
     all_offsets = np.zeros((rows, 4), np.float32)

@@ -144,7 +144,7 @@ class DemoService:
         except (ConfigError, DataError) as error:
             self.upload_problem = f"uploads are off: {error}"
         self._lock = threading.Lock()
-        # sha256 of a PNG → (its features [H, W, C], its (width, height)), most recent last
+        # sha256 of a PNG → (its features [H, W, C], its (height, width)), most recent last
         self._uploads: OrderedDict[str, tuple[np.ndarray, tuple[int, int]]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -196,11 +196,11 @@ class DemoService:
         self.check_question(question)
         path = self.image_path(image_id)
         with Image.open(path) as image:
-            width, height = image.size
+            width, height = image.size  # PIL: (width, height)
         with self._lock:
             started = time.perf_counter()
             features = np.asarray(self.store[image_id], dtype=np.float32)  # [H, W, C]
-            return self._reason(question, features, width, height, started)
+            return self._reason(question, features, (height, width), started)
 
     def ask_upload(self, data: bytes, question: str) -> Reasoning:
         """The reasoning for `question` about an uploaded PNG (features extracted here).
@@ -221,8 +221,8 @@ class DemoService:
                 while len(self._uploads) > UPLOAD_CACHE_SIZE:
                     self._uploads.popitem(last=False)
             self._uploads.move_to_end(key)
-            features, (image_width, image_height) = self._uploads[key]
-            return self._reason(question, features, image_width, image_height, started)
+            features, image_size = self._uploads[key]
+            return self._reason(question, features, image_size, started)
 
     def check_question(self, question: str) -> list[str]:
         """The question's words; DemoError 422 when it is empty, too long or not Unicode text."""
@@ -246,8 +246,10 @@ class DemoService:
 
     @torch.no_grad()
     def _reason(
-        self, question: str, features: np.ndarray, width: int, height: int, started: float
+        self, question: str, features: np.ndarray, image_size: tuple[int, int], started: float
     ) -> Reasoning:
+        """The reasoning on `features` of an image of image_size (height, width) pixels."""
+        height, width = image_size
         words = self.check_question(question)
         ids = self.words.encode(words)
         tokens = torch.tensor([ids], device=self.device)  # [1, S]
@@ -396,7 +398,7 @@ class _Upload(io.BytesIO):
 def decode_png(
     data: bytes, height: int, width: int, settings: ServeConfig
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """(RGB uint8 [height, width, 3] as extraction makes it, the PNG's own (width, height))."""
+    """(RGB uint8 [height, width, 3] as extraction makes it, the PNG's own (height, width))."""
     if not data:
         raise DemoError(400, "upload: the body is empty; send the PNG file's bytes")
     if not data.startswith(PNG_SIGNATURE):

@@ -217,7 +217,7 @@ def _faithfulness_meter(settings: EvaluateConfig, split: str, table: QuestionTab
             scenes={scene.image_index: scene for scene in read_scenes(scenes_path)},
             image_index=table.image_index,
             grid=(grid.grid_height, grid.grid_width),
-            image_size=(grid.image_width, grid.image_height),
+            image_size=(grid.image_height, grid.image_width),
         ),
         "",
     )

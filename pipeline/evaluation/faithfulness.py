@@ -50,9 +50,10 @@ def selected_objects(program: Sequence[ProgramNode], scene: Scene) -> list[froze
 
 
 def cell_index(grid: tuple[int, int], image_size: tuple[int, int]) -> np.ndarray:
-    """[height, width] the grid cell (row-major, 0..N-1) each image pixel falls in."""
+    """[height, width] the grid cell (row-major, 0..N-1) each pixel of an image of image_size
+    (height, width) falls in, on a grid of (H, W) cells."""
     grid_height, grid_width = grid
-    width, height = image_size
+    height, width = image_size
     rows = np.arange(height) * grid_height // height  # [height]
     cols = np.arange(width) * grid_width // width  # [width]
     return rows[:, None] * grid_width + cols[None, :]
@@ -98,8 +99,8 @@ class FaithfulnessMeter:
     programs: Sequence[Sequence[ProgramNode] | None]
     scenes: dict[int, Scene]
     image_index: np.ndarray  # [rows of the split] image of each question
-    grid: tuple[int, int]
-    image_size: tuple[int, int]
+    grid: tuple[int, int]  # (H, W) cells
+    image_size: tuple[int, int]  # (height, width) pixels
     sums: dict[str, _Sums] = field(default_factory=dict, init=False)
     questions: int = field(default=0, init=False)
     skipped_questions: int = field(default=0, init=False)  # no program, or no scene
@@ -150,8 +151,7 @@ class FaithfulnessMeter:
         if found is None:
             if self._cells is None:
                 self._cells = cell_index(self.grid, self.image_size)
-            width, height = self.image_size
-            labels = object_ids(scene, (height, width), f"scene {scene.image_index}")
+            labels = object_ids(scene, self.image_size, f"scene {scene.image_index}")
             pixels = object_cell_pixels(labels, self._cells, len(scene.objects))
             cell_pixels = np.bincount(self._cells.ravel(), minlength=pixels.shape[1])
             if len(self._coverage) >= COVERAGE_CACHE:  # questions come grouped by image

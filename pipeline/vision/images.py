@@ -100,7 +100,7 @@ def load_image(path: str | Path, height: int, width: int, image_index: int = -1)
 
 
 def png_size(source: str | Path | IO[bytes]) -> tuple[int, int] | None:
-    """(width, height) from a PNG's IHDR chunk, the first 24 bytes of the file, without decoding
+    """(height, width) from a PNG's IHDR chunk, the first 24 bytes of the file, without decoding
     anything; None if the bytes are not a PNG. A file object is left where it was."""
     if isinstance(source, (str, Path)):
         with open(source, "rb") as handle:
@@ -111,20 +111,20 @@ def png_size(source: str | Path | IO[bytes]) -> tuple[int, int] | None:
         source.seek(position)
     if len(header) < 24 or not header.startswith(PNG_SIGNATURE) or header[12:16] != b"IHDR":
         return None
-    width, height = struct.unpack(">II", header[16:24])
-    return width, height
+    width, height = struct.unpack(">II", header[16:24])  # IHDR stores width first
+    return height, width
 
 
 def check_png_size(
     source: str | Path | IO[bytes], where: str, max_side: int = MAX_IMAGE_SIDE, min_side: int = 1
 ) -> tuple[int, int] | None:
-    """The PNG's (width, height) from its header; DataError unless each side is in
+    """The PNG's (height, width) from its header; DataError unless each side is in
     min_side..max_side. None (nothing checked) if it is not a PNG: decoding then says why."""
     size = png_size(source)
     if size is not None and not all(min_side <= side <= max_side for side in size):
+        height, width = size
         raise DataError(
-            f"{where}: image is {size[0]}×{size[1]} pixels; each side must be "
-            f"{min_side}..{max_side}"
+            f"{where}: image is {width}×{height} pixels; each side must be {min_side}..{max_side}"
         )
     return size
 

@@ -68,3 +68,24 @@ def test_curriculum_goes_stage_by_stage_then_all_and_resumes_exactly():
     for start in (2, 4, 6, 7, 9):
         resumed = CurriculumBatchSampler(40, [shortest, short], [4, 3], 2, 0, 1, 3, start)
         assert take(resumed, 30 - start) == batches[start:]
+
+
+def test_tokens_of_an_older_tokenize_are_refused_not_misread(tiny_data, tmp_path):
+    """The box geometry (grid, image (height, width)) is read from the tokens' metadata; tokens
+    written before image_size became (height, width) would put every box in the wrong cell."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from pipeline.data.datasets import read_question_table
+
+    table = pq.read_table(tiny_data / "tokens" / "loc_val.parquet")
+    written = json.loads(table.schema.metadata[b"snmn"])
+    grid = read_question_table(tiny_data / "tokens", "loc_val", written["num_steps"]).box_grid
+    assert (grid.image_height, grid.image_width) == tuple(written["image_size"])
+    old = {key: value for key, value in written.items() if key != "format"}
+    old["image_size"] = old["image_size"][::-1]  # (width, height), as it used to be
+    metadata = {**table.schema.metadata, b"snmn": json.dumps(old).encode()}
+    pq.write_table(table.replace_schema_metadata(metadata), tmp_path / "loc_val.parquet")
+    with pytest.raises(DataError, match=r"loc_val.parquet: written by another `snmn tokenize`"):
+        read_question_table(tmp_path, "loc_val", written["num_steps"])

@@ -262,7 +262,7 @@ def test_attention_share_on_the_objects_a_find_selects():
         scenes={0: scene},
         image_index=np.zeros(2, np.int64),
         grid=(2, 2),
-        image_size=(8, 4),
+        image_size=(4, 8),
     )
     attention = np.zeros((2, 3, 4))  # [B, T, N]: step 0 is Find, step 1 DescribeOne
     attention[:, :, 0] = 0.5  # half on the top-left cell (a quarter of it is red cube)

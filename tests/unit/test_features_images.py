@@ -126,7 +126,7 @@ def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):
         f"{bomb} (image_index 3): image is 20000×20000 pixels; each side must be 1..4096"
     )
     upload = io.BytesIO(png_claiming(640, 16))
-    assert check_png_size(upload, "upload", max_side=4096, min_side=16) == (640, 16)
+    assert check_png_size(upload, "upload", max_side=4096, min_side=16) == (16, 640)
     assert upload.tell() == 0  # left where it was, for the decoder
     with pytest.raises(DataError, match="^upload: image is 640×8 pixels; each side must be 16"):
         check_png_size(io.BytesIO(png_claiming(640, 8)), "upload", max_side=4096, min_side=16)

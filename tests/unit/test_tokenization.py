@@ -416,7 +416,7 @@ def test_box_targets_match_the_models_encoding():
     rng = np.random.default_rng(0)
     boxes = np.concatenate([rng.uniform(-20, 480, (2000, 2)), rng.uniform(1, 200, (2000, 2))], 1)
     boxes[:500] = np.round(boxes[:500])  # integer boxes hit the half-way rounding cases
-    cells, offsets = encode_boxes(boxes, image_size=(480, 320), grid=(14, 14))
+    cells, offsets = encode_boxes(boxes, image_size=(320, 480), grid=(14, 14))
     model_cells, model_offsets = model_encode_boxes(torch.tensor(boxes), BoxGrid())
     np.testing.assert_array_equal(cells, model_cells.numpy())
     np.testing.assert_allclose(offsets, model_offsets.numpy(), atol=1e-12)
