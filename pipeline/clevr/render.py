@@ -250,11 +250,6 @@ def draw_ids(drawings: Sequence[Drawing], camera: Camera) -> np.ndarray:
     return draw(drawings, camera, with_image=False)[1]
 
 
-def draw_image(drawings: Sequence[Drawing], camera: Camera) -> Image.Image:
-    """The RGB picture (see `draw`)."""
-    return draw(drawings, camera)[0]
-
-
 def draw(
     drawings: Sequence[Drawing], camera: Camera, with_image: bool = True
 ) -> tuple[Image.Image | None, np.ndarray]:

@@ -86,10 +86,5 @@ class Vocabulary:
             raise DataError(f"{path}: {error}") from None
 
 
-def question_vocabulary(words: Iterable[str]) -> Vocabulary:
-    """<pad>, <unk>, then the distinct training words."""
-    return Vocabulary.build(words, SPECIAL_TOKENS)
-
-
 def load_question_vocabulary(path: str | Path) -> Vocabulary:
     return Vocabulary.load(path, SPECIAL_TOKENS)

@@ -27,7 +27,7 @@ def place(
 def draw(objects: list[SceneObject]) -> tuple[np.ndarray, np.ndarray]:
     """[224, 224, 3] picture and [224, 224] ID buffer after the features' downscale."""
     drawings = render.layout(objects, CAMERA)
-    image = render.draw_image(drawings, CAMERA).resize(SMALL, Image.BILINEAR)
+    image = render.draw(drawings, CAMERA)[0].resize(SMALL, Image.BILINEAR)
     ids = Image.fromarray(render.draw_ids(drawings, CAMERA)).resize(SMALL, Image.NEAREST)
     return np.asarray(image).astype(float), np.asarray(ids)
 
@@ -57,7 +57,7 @@ def test_image_and_id_buffer_share_silhouettes():
         place("cylinder", "yellow", "metal", "small", 1.5, -1.5),
     ]
     drawings = render.layout(objects, CAMERA)
-    image = np.asarray(render.draw_image(drawings, CAMERA))
+    image = np.asarray(render.draw(drawings, CAMERA)[0])
     ids = render.draw_ids(drawings, CAMERA)
     ground = np.asarray(render.ground(CAMERA))
     assert image.shape == (320, 480, 3) and ids.dtype == np.uint8

@@ -6,10 +6,10 @@ import pytest
 
 from pipeline.data.text import (
     PAD_ID,
+    SPECIAL_TOKENS,
     UNK_ID,
     Vocabulary,
     load_question_vocabulary,
-    question_vocabulary,
     tokenize_text,
 )
 from pipeline.errors import DataError
@@ -35,7 +35,7 @@ def test_every_punctuation_mark_is_its_own_token():
 
 
 def test_question_vocabulary_reserves_pad_and_unk():
-    vocabulary = question_vocabulary(["cube", "what", "?", "cube"])
+    vocabulary = Vocabulary.build(["cube", "what", "?", "cube"], SPECIAL_TOKENS)
     assert vocabulary.words == ("<pad>", "<unk>", "?", "cube", "what")
     assert vocabulary.index["<pad>"] == PAD_ID == 0
     assert vocabulary.index["<unk>"] == UNK_ID == 1
@@ -52,7 +52,7 @@ def test_a_vocabulary_without_unk_rejects_unseen_words():
 
 
 def test_save_and_load_round_trip(tmp_path):
-    vocabulary = question_vocabulary(["red", "cube"])
+    vocabulary = Vocabulary.build(["red", "cube"], SPECIAL_TOKENS)
     path = tmp_path / "vocab_question.json"
     vocabulary.save(path)
     assert json.loads(path.read_text()) == ["<pad>", "<unk>", "cube", "red"]
