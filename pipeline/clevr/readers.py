@@ -206,6 +206,15 @@ class _JsonList:
         raise DataError(f"{self.path}: malformed JSON: {message} (line {line}, char {i})")
 
 
+def questions_info(path: str | Path) -> dict[str, Any]:
+    """The `info` of a questions (or CLEVR-Ref+ refexps) file: version "1.0" for CLEVR."""
+    return stream_json(path, _list_key(path))[0]
+
+
+def _list_key(path: str | Path) -> str:
+    return "refexps" if "refexps" in Path(path).name else "questions"
+
+
 def iter_questions(path: str | Path) -> Iterator[Question]:
     """Questions of a CLEVR, CLEVR-Ref or CLEVR-Ref+ (`refexps`) file, one at a time.
 
@@ -213,9 +222,7 @@ def iter_questions(path: str | Path) -> Iterator[Question]:
     memory; nodes that occur in many programs (`scene`, `filter_color[red]` reading node 0 ...)
     are one shared ProgramNode.
     """
-    path = Path(path)
-    list_key = "refexps" if "refexps" in path.name else "questions"
-    info, entries = stream_json(path, list_key)
+    info, entries = stream_json(path, _list_key(path))
     default_split = str(info.get("split", ""))
     known_nodes: dict[tuple, ProgramNode] = {}
     for position, entry in enumerate(entries):

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pipeline.data.schema import TOKENS_FORMAT
 from pipeline.data.shards import FeatureStore, manifest_path
-from pipeline.data.tokenization import TOKENS_FORMAT
 from pipeline.errors import DataError
 from pipeline.tables import padded, read_parquet
 from snmn.boxes import BoxGrid

@@ -25,38 +25,15 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.clevr.functions import QUESTION_TYPES
-from pipeline.clevr.readers import Question, iter_questions, paused_gc
+from pipeline.clevr.readers import Question, iter_questions, paused_gc, questions_info
 from pipeline.config import TokenizeConfig
+from pipeline.data.schema import BOX, SCHEMA, TOKENS_FORMAT
 from pipeline.data.text import SPECIAL_TOKENS, TOKEN_PATTERN, UNK_ID, Vocabulary
 from pipeline.errors import ConfigError, DataError
 from pipeline.tables import write_json_atomic, write_parquet_atomic
 from snmn.layout import MODULE_NAMES, LayoutError, pad_layout, program_to_layout
 
 _STRUCTURE = itemgetter(0, 1)  # ProgramNode → (function, inputs)
-BOX = pa.list_(pa.float32())  # 4 floats; not fixed_size_list: pyarrow 25 misreads its nulls
-TOKENS_FORMAT = "snmn-tokens/2"  # 2: image_size is (height, width), as everywhere else
-
-SCHEMA = pa.schema(
-    [
-        ("question_index", pa.int64()),
-        ("position", pa.int64()),  # index of the question in its JSON file
-        ("split", pa.string()),
-        ("image_index", pa.int64()),
-        ("image_filename", pa.string()),
-        ("question", pa.string()),
-        ("tokens", pa.list_(pa.int32())),  # [S] word ids, no padding
-        ("length", pa.int32()),
-        ("answer", pa.string()),  # null on test and CLEVR-Ref splits
-        ("answer_id", pa.int32()),  # null also when the answer is not in the vocabulary
-        ("layout", pa.list_(pa.int8())),  # [T] module ids padded with NoOp; null: no program
-        ("layout_length", pa.int8()),  # modules before the NoOp padding
-        ("family", pa.int32()),  # question_family_index
-        ("question_type", pa.string()),  # count | exist | compare_number | ... ; null: no program
-        ("bbox", BOX),  # CLEVR-Ref target [x, y, w, h] in pixels
-        ("target_cell", pa.int32()),  # row * W + column of the box centre on the H×W grid
-        ("offsets", BOX),  # (x1 - xc, y1 - yc, x2 - xc, y2 - yc) in grid units
-    ]
-)
 
 
 @dataclass
@@ -105,6 +82,7 @@ def _tokenize(
     words, answers = encoding.vocabularies()
     metadata = {
         "format": TOKENS_FORMAT,
+        "dataset_version": str(questions_info(path).get("version", "")),  # "1.0": CLEVR
         "num_steps": num_steps,
         "grid": list(grid),  # (H, W) cells
         "image_size": [config.image_height, config.image_width],

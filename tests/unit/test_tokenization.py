@@ -12,7 +12,8 @@ import pytest
 
 from pipeline import tables
 from pipeline.config import TokenizeConfig
-from pipeline.data.tokenization import SCHEMA, encode_boxes, tokenize
+from pipeline.data.schema import SCHEMA
+from pipeline.data.tokenization import encode_boxes, tokenize
 from pipeline.errors import ConfigError, DataError
 from pipeline.tables import padded, read_parquet, write_parquet_atomic
 from tests.conftest import REAL_CLEVR_SAMPLE
