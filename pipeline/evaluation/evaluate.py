@@ -140,10 +140,7 @@ def evaluate(settings: EvaluateConfig, project_dir: str | Path = ".") -> dict[st
             "iterations": settings.baseline_iterations,
             **vqa_metrics(predictions, table),
         }
-    headline = {
-        "vqa_accuracy": results.get("vqa", {}).get("answers", {}).get("accuracy"),
-        "ref_p_at_1": results.get("ref", {}).get("boxes", {}).get("p_at_1"),
-    }
+    headline = headline_metrics(results)
     dataset = _merged_dataset([results[task]["dataset"] for task in tables])
     results["dataset"] = dataset
     paper_table = comparison(model.config.task, use_layouts, headline, dataset)
@@ -285,13 +282,31 @@ def training_run(payload: dict[str, Any], run_id: str, project_dir: str | Path):
     return MlflowTracker(uri, run_id)
 
 
+def headline_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """The few numbers a reader compares across runs, under short names: vqa_accuracy,
+    question_only_accuracy (the blind baseline on the same split), vqa_layout_exact (whole
+    layouts equal to the expert's), ref_p_at_1, ref_layout_exact; those the model has."""
+    vqa, ref = results.get("vqa", {}), results.get("ref", {})
+    found = {
+        "vqa_accuracy": vqa.get("answers", {}).get("accuracy"),
+        "question_only_accuracy": results.get("question_only_baseline", {}).get("accuracy"),
+        "vqa_layout_exact": vqa.get("layout", {}).get("exact", {}).get("accuracy"),
+        "ref_p_at_1": ref.get("boxes", {}).get("p_at_1"),
+        "ref_layout_exact": ref.get("layout", {}).get("exact", {}).get("accuracy"),
+    }
+    return {name: float(value) for name, value in found.items() if value is not None}
+
+
 def log_numbers(tracker, prefix: str, results: dict[str, Any], step: int) -> None:
-    """Every number in `results` as an MLflow metric named by its path (prefix.vqa.answers...)."""
+    """The headline metrics under their short names (vqa_accuracy, ref_p_at_1, ...), which the
+    MLflow runs table shows side by side, and every number in `results` as detail named by its
+    path under `prefix` (eval.vqa.answers.per_family.count_0.accuracy, ~500 of them)."""
     numbers = {
         key: float(value)
         for key, value in flatten(_indexed(results), prefix=f"{prefix}.").items()
         if isinstance(value, (int, float)) and not isinstance(value, bool)
     }
+    numbers |= headline_metrics(results)
     items = sorted(numbers.items())
     for start in range(0, len(items), 500):  # MLflow takes at most 1000 metrics per batch
         tracker.log_metrics(dict(items[start : start + 500]), step=step)

@@ -5,6 +5,11 @@ exact inputs (tokens and feature manifests): rerunning after a kill finds the sa
 from the latest checkpoint (Ray Train does that for a known name), and it logs into the same MLflow
 run; other params or other data start a fresh run.
 
+The MLflow run shows what it trained on: one dataset input per split the task reads ("mini-CLEVR
+train", context "training"; "mini-CLEVR val", context "validation"), each with a digest of the
+vocabularies, its tokens and its feature manifest. Those are the bytes the run name hashes, read
+once for both (`hash_inputs`).
+
 Before any of that, `check_inputs` looks at what the workers will read, in the driver and within
 a second: the tokens folder and its files, the feature manifest of every split, and whether the
 manifest's feature grid (say 10×15×256 from ResNet-18) is the one model.feature_* describes
@@ -21,11 +26,23 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from pipeline import distributed
 from pipeline.config import Config, flatten, from_dict, to_dict
+from pipeline.data.schema import tokens_metadata
 from pipeline.data.shards import manifest_path, read_manifest
 from pipeline.errors import ConfigError, DataError
-from pipeline.tracking import MlflowTracker, git_commit, resolve_tracking_uri, start_run
+from pipeline.tracking import (
+    DatasetRecord,
+    MlflowTracker,
+    git_commit,
+    resolve_tracking_uri,
+    runs_page,
+    source_tags,
+    start_run,
+)
 from pipeline.training import checkpoint as ckpt
 from pipeline.training.loop import WorkerContext, train_loop
 
@@ -82,24 +99,86 @@ def check_inputs(config: Config) -> None:
             )
 
 
-def run_name(config: Config) -> str:
-    """snmn-<task>-<hash of the training params (Config.fingerprint) and the input files>."""
+@dataclasses.dataclass(frozen=True)
+class InputDigests:
+    """The training's input files, hashed in one read: `run` (the run name's hash) covers the
+    params fingerprint and every file; `splits` maps each split, say "train", to the hash of the
+    vocabularies, train.parquet and features/train/manifest.json."""
+
+    run: str
+    splits: dict[str, str]
+
+
+def hash_inputs(config: Config) -> InputDigests:
+    """Hash the vocabularies, tokens and feature manifests of the four train.*_split once."""
     train = config.train
-    digest = hashlib.sha256(config.fingerprint().encode())
     tokens = Path(train.tokens_dir)
-    splits = [
+    run = hashlib.sha256(config.fingerprint().encode())
+    vocabularies = hashlib.sha256()
+    for path in (tokens / "vocab_question.json", tokens / "vocab_answer.json"):
+        if path.is_file():
+            chunk = path.name.encode() + path.read_bytes()
+            run.update(chunk)
+            vocabularies.update(chunk)
+    splits = {}
+    for split in (
         train.vqa_train_split,
         train.vqa_val_split,
         train.ref_train_split,
         train.ref_val_split,
-    ]
-    inputs = [tokens / "vocab_question.json", tokens / "vocab_answer.json"]
-    for split in splits:
-        inputs += [tokens / f"{split}.parquet", manifest_path(train.features_dir, split)]
-    for path in inputs:
-        if path.is_file():
-            digest.update(path.name.encode() + path.read_bytes())
-    return f"snmn-{config.model.task}-{digest.hexdigest()[:10]}"
+    ):
+        digest = vocabularies.copy()
+        for path in (tokens / f"{split}.parquet", manifest_path(train.features_dir, split)):
+            if path.is_file():
+                chunk = path.name.encode() + path.read_bytes()
+                run.update(chunk)
+                digest.update(chunk)
+        splits[split] = digest.hexdigest()
+    return InputDigests(run.hexdigest(), splits)
+
+
+def run_name(config: Config, digests: InputDigests | None = None) -> str:
+    """snmn-<task>-<hash of the training params (Config.fingerprint) and the input files>."""
+    digests = digests or hash_inputs(config)
+    return f"snmn-{config.model.task}-{digests.run[:10]}"
+
+
+def dataset_name(config: Config, project_dir: str | Path) -> str:
+    """The data's name, "mini-CLEVR" or "CLEVR", from the questions' info.version that
+    `snmn tokenize` wrote into the training tokens; "unknown" for tokens without it."""
+    split = training_splits(config)[0][1]
+    path = Path(project_dir) / config.train.tokens_dir / f"{split}.parquet"
+    version = tokens_metadata(path).get("dataset_version")
+    if version is None:
+        return "unknown"
+    return "mini-CLEVR" if version.lower().startswith("mini-clevr") else "CLEVR"
+
+
+def training_datasets(
+    config: Config, digests: InputDigests, project_dir: str | Path
+) -> list[DatasetRecord]:
+    """One MLflow dataset input per split the task reads, "mini-CLEVR train" (context training)
+    and "mini-CLEVR val" (validation), profiled by their questions and images."""
+    name = dataset_name(config, project_dir)
+    tokens = Path(project_dir, config.train.tokens_dir).resolve()
+    records = []
+    for key, split in training_splits(config):
+        manifest = read_manifest(manifest_path(Path(project_dir, config.train.features_dir), split))
+        profile = {"images": (manifest or {}).get("num_images")}
+        try:
+            profile["questions"] = pq.read_metadata(tokens / f"{split}.parquet").num_rows
+        except (pa.ArrowException, OSError):  # the workers report it, as a DataError
+            pass
+        records.append(
+            DatasetRecord(
+                name=f"{name} {split}",
+                digest=digests.splits[split][:10],
+                context="training" if key.endswith("_train_split") else "validation",
+                source=str(tokens),
+                profile=profile,
+            )
+        )
+    return records
 
 
 def with_absolute_paths(config: Config, project_dir: str | Path) -> Config:
@@ -114,7 +193,8 @@ def with_absolute_paths(config: Config, project_dir: str | Path) -> Config:
 
 def train(config: Config, project_dir: str | Path = ".") -> dict[str, Any]:
     """Train through Ray Train (local Ray or the cluster at train.ray_address); last metrics."""
-    name = run_name(config)
+    digests = hash_inputs(config)
+    name = run_name(config, digests)
     config = with_absolute_paths(config, project_dir)
     check_inputs(config)
     run_folder = Path(config.train.runs_dir).resolve() / name
@@ -130,15 +210,21 @@ def train(config: Config, project_dir: str | Path = ".") -> dict[str, Any]:
             run_name=name,
             params=flatten(to_dict(config)),
             tags={
+                **source_tags(project_dir, "snmn train"),
                 "git_commit": git_commit(project_dir),
                 "params_fingerprint": config.fingerprint(),
                 "task": config.model.task,
                 "use_layouts": str(config.train.use_layouts),
             },
+            datasets=training_datasets(config, digests, project_dir),
         )
         run_folder.mkdir(parents=True, exist_ok=True)
         run_id_file.write_text(run_id + "\n")
         print(f"[train] run {name}, MLflow run {run_id} at {tracking_uri}", file=sys.stderr)
+        page = runs_page(tracking_uri, run_id)
+        if not tracking_uri.startswith(("http://", "https://")):  # a store, not a server
+            page += f" once `mlflow ui --backend-store-uri {tracking_uri}` runs"
+        print(f"[train] runs table: {page}", file=sys.stderr)
     tracking = {"tracking_uri": tracking_uri, "run_id": run_id}
     tracker = MlflowTracker(tracking_uri, run_id)
     try:

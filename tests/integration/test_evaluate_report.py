@@ -143,6 +143,13 @@ def test_comparison_says_which_dataset_and_reaches_mlflow(vqa_run):
 
     run, client = mlflow_run(uri, run_id)
     metrics = run.data.metrics
+    # the headline, under short names for the runs table; the detail under eval.
+    answers, baseline = results["vqa"]["answers"], results["question_only_baseline"]
+    assert metrics["vqa_accuracy"] == pytest.approx(answers["accuracy"])
+    assert metrics["question_only_accuracy"] == pytest.approx(baseline["accuracy"])
+    exact = results["vqa"]["layout"]["exact"]["accuracy"]
+    assert metrics["vqa_layout_exact"] == pytest.approx(exact)
+    assert not any(key.startswith("ref_") for key in metrics)  # a VQA model has no P@1
     assert metrics["eval.vqa.answers.accuracy"] == pytest.approx(
         results["vqa"]["answers"]["accuracy"]
     )
@@ -193,7 +200,7 @@ def test_the_html_report_shows_two_examples_step_by_step(vqa_run, tiny_data):
 
 
 def test_ref_model_p_at_1_and_its_report(tiny_data, tmp_path):
-    config, _, _ = train_with_mlflow_run(tiny_data, tmp_path, "ref")
+    config, uri, run_id = train_with_mlflow_run(tiny_data, tmp_path, "ref")
     settings = settings_for(tiny_data, tmp_path)
     results = evaluate(settings, project_dir=tmp_path)
     assert "vqa" not in results
@@ -206,6 +213,9 @@ def test_ref_model_p_at_1_and_its_report(tiny_data, tmp_path):
         model, dataset, list(range(len(loc_val))), 5, "cpu", loc_val.box_grid
     )
     assert boxes["p_at_1"] == pytest.approx(reference["p_at_1"])
+    metrics = mlflow_run(uri, run_id)[0].data.metrics
+    assert metrics["ref_p_at_1"] == pytest.approx(boxes["p_at_1"])
+    assert "ref_layout_exact" in metrics and "vqa_accuracy" not in metrics
     assert results["ref"]["faithfulness"]["questions"] == len(loc_val)
     markdown = Path(settings.comparison_markdown).read_text()
     assert "| REF, expert layouts | REF P@1 | 96.0 | 93.2 | **" in markdown
