@@ -6,6 +6,7 @@ the same stderr line, at most every `every_s` seconds and once more when the tot
 
     [extract] 1,200/15,000 images | 32.1 images/s | ETA 0:07:10
     [pretrain] 4,096/12,288 images | 210.4 images/s | ETA 0:00:38 | epoch 1/3 loss 0.412
+    [train] 300/1,500 iterations | 2.6 iterations/s | ETA 0:07:41 | vqa loss 1.234 | 166 q/s
 
 API (stable; `pipeline/training/loop.py` uses it too):
 
@@ -13,11 +14,13 @@ API (stable; `pipeline/training/loop.py` uses it too):
   finished by an earlier, interrupted run count toward the total but not toward the rate (a
   resumed run's images/s is its own); lines go to `stream`, stderr by default (`snmn generate`
   keeps all it says on stdout, so that its stderr is one `error: ...` line when it fails).
-- `progress.advance(count=1, details="", *, now=False)`: count `count` more units; print the
-  line if `every_s` seconds passed since the last one or if this reached the total (after that
-  line, the last, nothing more), or if `now` (a stage that reports on its own schedule, say
-  every `log_every` steps with the loss). `details` is appended after the ETA.
-- `progress.line(details="")`: that line as a string, without printing; `progress.done`,
+- `progress.advance(count=1, details="", *, now=False, rate=None)`: count `count` more units;
+  print the line if `every_s` seconds passed since the last one or if this reached the total
+  (after that line, the last, nothing more), or if `now` (a stage that reports on its own
+  schedule, say every `log_every` steps with the loss). `details` is appended after the ETA;
+  `rate` (units/s), when given, replaces the run's average in the line and its ETA (training
+  knows its speed over the last log window, validation left out).
+- `progress.line(details="", rate=None)`: that line as a string, without printing; `progress.done`,
   `progress.total`, `progress.elapsed()`, `progress.rate()`, `progress.eta()` the numbers.
 - `format_duration(seconds)`: "0:07:10" (hours:minutes:seconds), "?" when unknown (no rate yet).
 """
@@ -68,21 +71,24 @@ class Progress:
         """Units per second done by this run."""
         return (self.done - self.done_before) / max(self.elapsed(), 1e-9)
 
-    def eta(self) -> float:
-        """Seconds still needed at the current rate (inf before anything was done)."""
-        rate = self.rate()
+    def eta(self, rate: float | None = None) -> float:
+        """Seconds still needed at `rate` (default: this run's), inf before anything was done."""
+        rate = self.rate() if rate is None else rate
         return (self.total - self.done) / rate if rate > 0 else math.inf
 
-    def line(self, details: str = "") -> str:
+    def line(self, details: str = "", rate: float | None = None) -> str:
         """`[stage] done/total unit | rate unit/s | ETA h:mm:ss[ | details]`."""
+        rate = self.rate() if rate is None else rate
         parts = [
             f"[{self.stage}] {self.done:,}/{self.total:,} {self.unit}",
-            f"{self.rate():.1f} {self.unit}/s",
-            f"ETA {format_duration(self.eta())}",
+            f"{rate:.1f} {self.unit}/s",
+            f"ETA {format_duration(self.eta(rate))}",
         ]
         return " | ".join(parts + ([details] if details else []))
 
-    def advance(self, count: int = 1, details: str = "", *, now: bool = False) -> None:
+    def advance(
+        self, count: int = 1, details: str = "", *, now: bool = False, rate: float | None = None
+    ) -> None:
         """Count `count` more units; print the line if it is due (see the module docstring)."""
         self.done += count
         current, finished = time.perf_counter(), self.done >= self.total
@@ -90,4 +96,4 @@ class Progress:
         if now or due:
             self.last_line = current
             self.final_line_printed = self.final_line_printed or finished
-            print(self.line(details), file=self.stream or sys.stderr, flush=True)
+            print(self.line(details, rate), file=self.stream or sys.stderr, flush=True)

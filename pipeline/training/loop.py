@@ -48,7 +48,7 @@ from pipeline.data.datasets import (
 )
 from pipeline.data.text import Vocabulary, load_question_vocabulary
 from pipeline.errors import ConfigError
-from pipeline.progress import format_duration
+from pipeline.progress import Progress
 from pipeline.runtime.inference import (
     accuracy_counts,
     all_reduce_sum,
@@ -526,8 +526,9 @@ class TrainingLog:
     """The log lines of one worker; each covers the iterations since the previous line.
 
     Every rank computes a line's metrics (Meter.reduce sums over ranks); rank 0 appends them to
-    the run's history, logs them to MLflow and prints the progress line
-    "[train] iter 300/1500 | vqa loss 1.234 | acc 0.456 | 166 q/s | ETA 0:07:41".
+    the run's history, logs them to MLflow and prints the progress line (pipeline/progress.py)
+    "[train] 300/1,500 iterations | 2.6 iterations/s | ETA 0:07:41 | vqa loss 1.234 | acc 0.456
+    | 166 q/s", its speed that of the window (training time only, all ranks).
     """
 
     def __init__(
@@ -539,6 +540,10 @@ class TrainingLog:
         self.tracker, self.history = tracker, run.history
         self.window_start = run.start  # iterations done when the current window opened
         self.window_opened = time.perf_counter()  # seconds (perf_counter)
+        # prints only when told (every log line), never on a timer
+        self.progress = Progress(
+            train.iterations, "iterations", "train", done=run.start, every_s=math.inf
+        )
 
     def window_metrics(self, done: int, meter: Meter, rate: float) -> dict[str, float]:
         """Close the window at `done`: loss means and train accuracies over it, questions/s
@@ -556,18 +561,15 @@ class TrainingLog:
         if self.is_chief:
             self.history.append({"step": done, **metrics})
             self.tracker.log_metrics(metrics, step=done)
-            _say(self.progress_line(done, metrics))
+            iterations_per_s = metrics["questions_per_s"] / self.questions_per_iteration
+            self.progress.advance(
+                done - self.progress.done, self.details(metrics), now=True, rate=iterations_per_s
+            )
         self.window_start, self.window_opened = done, time.perf_counter()
 
-    def progress_line(self, done: int, metrics: dict[str, float]) -> str:
-        """The line after `done` iterations, validation numbers included when there are any:
-        "iter 300/1500 | vqa loss 1.234 | acc 0.456 | 166 q/s | ETA 0:07:41".
-
-        The ETA assumes the window's speed for the iterations still to run.
-        """
-        iterations_per_s = metrics["questions_per_s"] / self.questions_per_iteration
-        eta = (self.iterations - done) / max(iterations_per_s, 1e-9)  # seconds
-        parts = [f"iter {done}/{self.iterations}"]
+    def details(self, metrics: dict[str, float]) -> str:
+        """What follows the ETA: "vqa loss 1.234 | acc 0.456 | val_vqa_accuracy 0.7 | 166 q/s"."""
+        parts = []
         for task in ("vqa", "ref"):
             if f"{task}_loss_total" in metrics:
                 parts.append(f"{task} loss {metrics[f'{task}_loss_total']:.3f}")
@@ -576,7 +578,6 @@ class TrainingLog:
             if key in metrics:
                 parts.append(f"{key} {metrics[key]:.3f}")
         parts.append(f"{metrics['questions_per_s']:.0f} q/s")
-        parts.append(f"ETA {format_duration(eta)}")
         return " | ".join(parts)
 
 

@@ -19,7 +19,7 @@ from tests.distributed.helpers import environment, write_params
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ITERATIONS = 60
 CHECKPOINT_EVERY = 10
-PROGRESS = re.compile(r"RayTrainWorker pid=(\d+)\).*\[train\] iter (\d+)/")
+PROGRESS = re.compile(r"RayTrainWorker pid=(\d+)\).*\[train\] ([\d,]+)/[\d,]+ iterations")
 RESUMED = re.compile(r"resuming from the checkpoint at iteration (\d+)")
 
 
@@ -48,8 +48,9 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(tiny_data, tmp_path):
     for line in process.stdout:
         lines.append(line)
         match = PROGRESS.search(line)
-        if match and killed_at is None and int(match.group(2)) > CHECKPOINT_EVERY + 2:
-            killed_pid, killed_at = int(match.group(1)), int(match.group(2))
+        done = int(match.group(2).replace(",", "")) if match else 0
+        if match and killed_at is None and done > CHECKPOINT_EVERY + 2:
+            killed_pid, killed_at = int(match.group(1)), done
             os.kill(killed_pid, signal.SIGKILL)  # rank 0's worker process
         if time.monotonic() > deadline:
             process.kill()

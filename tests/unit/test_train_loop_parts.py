@@ -119,7 +119,10 @@ def test_the_log_line_records_the_metrics_and_estimates_the_time_left(capsys):
     metrics = {"vqa_loss_total": 1.25, "vqa_train_accuracy": 0.5, "questions_per_s": 100.0}
     log.write(50, metrics)
     # 100 questions/s of batches of 64: 1.5625 iterations/s, 50 to go → 32 s
-    line = "[train] iter 50/100 | vqa loss 1.250 | acc 0.500 | 100 q/s | ETA 0:00:32"
+    line = (
+        "[train] 50/100 iterations | 1.6 iterations/s | ETA 0:00:32 | vqa loss 1.250 | acc 0.500"
+        " | 100 q/s"
+    )
     assert capsys.readouterr().err.splitlines() == [line]
     assert run.history == [{"step": 50, **metrics}]
     TrainingLog(train, 1, WorkerContext(rank=1), NullTracker(), run).write(60, metrics)
