@@ -194,7 +194,9 @@ class TrainConfig:
     eval_max_questions: int = 0  # 0 = the whole validation split
     checkpoint_every: int = 5000
     keep_checkpoints: int = 2
-    features_in_memory: bool = True  # load the feature shards into RAM when they fit
+    # page_cache: each batch read from the shards (one copy per machine, in the OS page cache);
+    # device: the whole split on the training device (GPU memory; RAM on the CPU)
+    features_storage: Literal["page_cache", "device"] = "page_cache"
     loader_workers: int = 0  # DataLoader processes per training worker
     seed: int = 0
     num_workers: int = 1  # Ray Train workers (one process each; one GPU each with use_gpu)
@@ -242,6 +244,11 @@ class TrainConfig:
         for name in ("curriculum_iterations", "curriculum_max_modules"):
             if any(value < 1 for value in getattr(self, name)):
                 raise ConfigError(f"train.{name}: every stage must be at least 1")
+        if self.features_storage == "device" and self.loader_workers:
+            raise ConfigError(
+                "train.features_storage device gathers batches on the training device, in the "
+                f"training process: set train.loader_workers 0 (got {self.loader_workers})"
+            )
         if self.batch_size % self.num_workers:
             raise ConfigError(
                 f"train.batch_size {self.batch_size} must divide evenly over "
@@ -290,7 +297,7 @@ class EvaluateConfig:
     ref_split: str = "loc_val"  # empty: skip
     max_questions: int = 0  # per split; 0 = all
     batch_size: int = 128
-    features_in_memory: bool = True
+    features_storage: Literal["page_cache", "device"] = "page_cache"  # as train's
     device: Literal["auto", "cpu", "cuda"] = "auto"
     faithfulness: bool = True  # needs the scenes file of the split (skipped when absent)
     metrics_path: str = "metrics/evaluate.json"

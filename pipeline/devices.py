@@ -7,6 +7,8 @@ without one is a ConfigError that names the key, never a silent fall-back to the
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from pipeline.errors import ConfigError
@@ -19,3 +21,15 @@ def resolve_device(name: str, key: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Bytes that can still be allocated on `device`: the GPU's free memory, or for the CPU
+    the kernel's MemAvailable (free RAM plus what the page cache can give back)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

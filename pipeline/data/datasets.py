@@ -2,10 +2,19 @@
 
 A batch for "Is there a red cube left of the sphere?" holds its token ids, length, answer id,
 expert layout (Find, Transform, Filter, DescribeOne, NoOp…) and the [H, W, C] features of its
-image; a CLEVR-Ref batch holds the target cell and box offsets instead of the answer. The tables
-are read into arrays once; features come from RAM when `features_in_memory` is set, else from
-the HDF5 shards opened lazily in each DataLoader worker. Batches are fetched whole
-(`__getitems__`), so no per-question Python collation runs.
+image; a CLEVR-Ref batch holds the target cell and box offsets instead of the answer. The
+tables are read into arrays once. Batches are fetched whole (`__getitems__`), so no per-question
+Python collation runs, and their features stay in the store's float16 until `to_device`
+(pipeline/runtime/inference.py) makes them float32 on the training device: half the bytes to
+gather and to copy. Where the features live is `features_storage`:
+
+- `page_cache`: read per batch from the shards (FeatureStore.read_batch, one preadv per image
+  or run of adjacent images) into a fresh tensor, pinned when the device is a GPU so that the
+  copy to it is asynchronous. The OS page cache holds the store once per machine for all
+  workers; a store larger than RAM is read from disk the same way.
+- `device`: the whole split copied once onto the training device (a GPU's memory; on the CPU,
+  the process's own RAM) and gathered there with one index_select; refused in one line when it
+  does not fit.
 
 Order: `EpochBatchSampler` shuffles every epoch with a seed-derived permutation, deals it out to
 the ranks and cuts fixed-size batches; from a step number alone it knows where it is, so a resumed
@@ -26,11 +35,14 @@ from torch.utils.data import Dataset
 
 from pipeline.data.schema import TOKENS_FORMAT
 from pipeline.data.shards import FeatureStore, manifest_path
-from pipeline.errors import DataError
+from pipeline.devices import free_memory_bytes
+from pipeline.errors import ConfigError, DataError
 from pipeline.tables import padded, read_parquet
 from snmn.boxes import BoxGrid
 from snmn.layout import NOOP
 
+RESIDENT_PIECE = 512  # images read at a time when loading a split onto a device
+CPU = torch.device("cpu")
 COLUMNS = [
     "image_index",
     "tokens",
@@ -133,17 +145,23 @@ def _boxes(column) -> np.ndarray:
 class QuestionDataset(Dataset):
     """Questions of one split with their image features; items are whole batches of tensors."""
 
-    def __init__(self, questions: QuestionTable, features_dir: str | Path, in_memory: bool) -> None:
+    def __init__(
+        self,
+        questions: QuestionTable,
+        features_dir: str | Path,
+        storage: str = "page_cache",  # or "device" (the module docstring)
+        device: torch.device = CPU,
+    ) -> None:
         self.questions = questions
         self.store = FeatureStore(manifest_path(features_dir, questions.split))
-        if not in_memory:  # check every shard here, not first in a DataLoader worker
-            self.store.check_shards()
-        self.features = self.store.load_all() if in_memory else None
         if len(questions) and questions.image_index.max() >= len(self.store):
             raise DataError(
                 f"{self.store.manifest_path}: has {len(self.store)} images but the "
                 f"{questions.split} questions refer to image {questions.image_index.max()}"
             )
+        self.store.check_shards()  # every shard checked here, not first in a DataLoader worker
+        self.pin_memory = device.type == "cuda" and storage == "page_cache"
+        self.resident = resident_features(self.store, device) if storage == "device" else None
 
     @property
     def feature_shape(self) -> tuple[int, int, int]:
@@ -158,22 +176,51 @@ class QuestionDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = np.asarray(indices, dtype=np.int64)
         q = self.questions
-        images = q.image_index[rows]
-        if self.features is not None:
-            features = self.features[images]
-        else:
-            features = np.stack([self.store[int(i)] for i in images])
         longest = int(q.lengths[rows].max())
         return {
             "rows": torch.from_numpy(rows),
             "tokens": torch.from_numpy(q.tokens[rows, :longest]),  # [B, S]
             "lengths": torch.from_numpy(q.lengths[rows]),  # [B]
-            "features": torch.from_numpy(features.astype(np.float32)),  # [B, H, W, C]
+            "features": self.features(q.image_index[rows]),  # [B, H, W, C] float16
             "answers": torch.from_numpy(q.answers[rows]),  # [B]
             "layouts": torch.from_numpy(q.layouts[rows]),  # [B, T]
             "target_cells": torch.from_numpy(q.target_cells[rows]),  # [B]
             "offsets": torch.from_numpy(q.offsets[rows]),  # [B, 4]
         }
+
+    def features(self, images: np.ndarray) -> torch.Tensor:
+        """[B, H, W, C] features of `images` [B] in the store's dtype (see the module docstring)."""
+        if self.resident is not None:
+            return self.resident.index_select(0, torch.from_numpy(images).to(self.resident.device))
+        batch = torch.empty(
+            (len(images), *self.store.shape),
+            dtype=torch.from_numpy(np.empty(0, self.store.dtype)).dtype,
+            pin_memory=self.pin_memory,
+        )
+        self.store.read_batch(images, batch.numpy())
+        return batch
+
+
+def resident_features(store: FeatureStore, device: torch.device) -> torch.Tensor:
+    """The whole split on `device`: [N, H, W, C] in the store's dtype, read shard-sized piece by
+    piece; ConfigError when it would leave less than a tenth of the device's free memory."""
+    needed = len(store) * store.image_bytes
+    free = free_memory_bytes(device)
+    if needed > 0.9 * free:
+        raise ConfigError(
+            f"features_storage device: the {len(store):,} images of {store.manifest_path} need "
+            f"{needed / 1e9:.1f} GB but {device} has {free / 1e9:.1f} GB free; "
+            "use features_storage page_cache"
+        )
+    piece = np.empty((min(len(store), RESIDENT_PIECE), *store.shape), dtype=store.dtype)
+    resident = torch.empty(
+        (len(store), *store.shape), dtype=torch.from_numpy(piece).dtype, device=device
+    )
+    for start in range(0, len(store), RESIDENT_PIECE):
+        images = np.arange(start, min(start + RESIDENT_PIECE, len(store)))
+        store.read_batch(images, piece[: len(images)])
+        resident[start : start + len(images)].copy_(torch.from_numpy(piece[: len(images)]))
+    return resident
 
 
 def identity_collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,11 +1,11 @@
 """Image features on disk: HDF5 shards, one manifest per split, and a lazy reader.
 
 When training answers "How many cylinders are behind the red cube?" for image 4217 of train, the
-data loader asks `FeatureStore(".../train/manifest.json")[4217]` for that image's [H, W, C]
+data loader asks `FeatureStore(".../train/manifest.json")` for that image's [H, W, C]
 features. They live in ``train/train_00008.h5`` (images 4096..4607 with shard_size 512):
-dataset `features` [n, H, W, C] float16, channels last, one image per chunk, uncompressed (the
-fastest random reads measured; benchmarks/loader_speed.py times them), and dataset
-`image_index` [n].
+dataset `features` [n, H, W, C] float16, channels last, one image per chunk, uncompressed, and
+dataset `image_index` [n]. The reader uses that layout: an image is one `os.preadv` of its
+chunk's bytes into the batch (benchmarks/loader_speed.py times it against h5py's reads).
 
 A shard is written under a temporary name in its folder and renamed when complete
 (`pipeline.tables.atomic_path`, like every file of the pipeline), then entered in the manifest
@@ -24,7 +24,6 @@ checked and does not hash them again.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import os
@@ -39,6 +38,7 @@ from pipeline.errors import DataError
 from pipeline.tables import TEMPORARY_SUFFIX, write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
+IOV_MAX = 1024  # buffers one os.preadv may fill (Linux)
 FORMAT = "snmn-features/2"  # /2: inputs_sha256 covers the images' bytes (/1: names and sizes)
 REPAIR_HINT = (
     "; run `snmn extract --verify` to list every damaged shard, then `snmn extract` to rewrite them"
@@ -319,13 +319,29 @@ def _input_problems(path: Path, manifest: dict[str, Any], shards: list[ShardSpec
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass
+class ShardReader:
+    """One open shard: a file descriptor and, per image, the byte offset of its chunk."""
+
+    fd: int
+    offsets: np.ndarray  # [count] int64: image first_index + i is `image_bytes` bytes from here
+
+
 class FeatureStore:
     """image index → features [H, W, C] of one split, read from its shards.
 
-    HDF5 files are opened lazily, on first use in each process: a store created before a
-    DataLoader forks its workers (or pickled into them) opens its own handles in every worker.
+    Every image is one uncompressed HDF5 chunk (ShardWriter), so reading it is one `os.preadv`
+    of its bytes at the chunk's offset, straight into the caller's array: `read_batch` sorts a
+    batch's images by position in their file and reads adjacent ones in one call. The OS page
+    cache keeps each shard once per machine, shared by every process that reads it (the N
+    training workers of a node hold one copy, and none of it counts in their resident memory);
+    a store larger than RAM is read from disk the same way.
+
+    Shards are opened lazily, on first use in each process: a store created before a
+    DataLoader forks its workers (or pickled into them) opens its own files in every worker.
     Opening a shard first checks its size and sha256 against the manifest, once per shard: the
-    set of checked shards travels with the store into forked or unpickled copies.
+    set of checked shards travels with the store into forked or unpickled copies. The chunk
+    offsets come from the shard's HDF5 chunk index (h5py), read once per shard and process.
     """
 
     def __init__(self, manifest_path: str | Path) -> None:
@@ -338,7 +354,7 @@ class FeatureStore:
         self.manifest = manifest
         try:
             self.entries = sorted(manifest["shards"], key=lambda entry: entry["first_index"])
-            self.firsts = [entry["first_index"] for entry in self.entries]
+            self.firsts = np.array([entry["first_index"] for entry in self.entries], np.int64)
             self.shape = tuple(manifest["feature_shape"])  # (H, W, C)
             self.dtype = np.dtype(manifest["dtype"])
             self.pretrained = bool(manifest["pretrained"])
@@ -347,7 +363,8 @@ class FeatureStore:
                 f"{self.manifest_path}: malformed manifest ({type(error).__name__}: {error}); "
                 "rerun `snmn extract`"
             ) from None
-        self._handles: dict[str, h5py.File] = {}
+        self.image_bytes = int(np.prod(self.shape)) * self.dtype.itemsize
+        self._readers: dict[int, ShardReader] = {}  # shard position in self.entries → reader
         self._checked: set[str] = set()  # shard files whose size and sha256 matched
         self._pid = os.getpid()
 
@@ -356,49 +373,80 @@ class FeatureStore:
 
     def __getitem__(self, image_index: int) -> np.ndarray:
         """Features [H, W, C] of one image."""
-        if not 0 <= image_index < len(self):
-            raise IndexError(f"{self.manifest_path}: image index {image_index} out of range")
-        entry = self.entries[bisect.bisect_right(self.firsts, image_index) - 1]
-        features = self._dataset(entry)
-        try:
-            return features[image_index - entry["first_index"]]
-        except OSError as error:
-            raise self._damaged(entry, f"cannot read image {image_index}", error) from None
+        features = np.empty((1, *self.shape), dtype=self.dtype)
+        self.read_batch(np.array([image_index]), features)
+        return features[0]
+
+    def read_batch(self, images: np.ndarray, out: np.ndarray) -> None:
+        """Features of `images` [B] (image indices, repeats allowed) into `out` [B, H, W, C]
+        (C-contiguous, the store's dtype), row i for images[i]."""
+        images = np.asarray(images, dtype=np.int64)
+        if out.shape != (len(images), *self.shape) or out.dtype != self.dtype:
+            raise ValueError(f"out must be {(len(images), *self.shape)} {self.dtype}")
+        if not out.flags.c_contiguous:
+            raise ValueError("out must be C-contiguous")
+        if not len(images):
+            return
+        unique, first_row, row_of = np.unique(images, return_index=True, return_inverse=True)
+        if unique[0] < 0 or unique[-1] >= len(self):
+            bad = unique[0] if unique[0] < 0 else unique[-1]
+            raise IndexError(f"{self.manifest_path}: image index {bad} out of range")
+        rows = out.reshape(len(images), self.image_bytes // self.dtype.itemsize).view(np.uint8)
+        shard_of = np.searchsorted(self.firsts, unique, side="right") - 1
+        run: list[memoryview] = []  # rows of adjacent chunks, read by one preadv
+        run_shard, run_start, run_end = -1, 0, 0  # the run's shard and byte range in its file
+        together = zip(unique.tolist(), shard_of.tolist(), first_row.tolist(), strict=True)
+        for image, shard, row in together:
+            offset = int(self._reader(shard).offsets[image - self.firsts[shard]])
+            if run and (shard != run_shard or offset != run_end or len(run) == IOV_MAX):
+                self._read_run(run_shard, run_start, run)
+                run = []
+            if not run:
+                run_shard, run_start, run_end = shard, offset, offset
+            run.append(memoryview(rows[row]))
+            run_end += self.image_bytes
+        self._read_run(run_shard, run_start, run)
+        repeats = np.flatnonzero(first_row[row_of] != np.arange(len(images)))
+        out[repeats] = out[first_row[row_of[repeats]]]  # an image asked for twice: read once
 
     def load_all(self) -> np.ndarray:
         """The whole split in RAM: [N, H, W, C] (e.g. 15k val images at 14×14×1024 ≈ 6 GB)."""
         features = np.empty((len(self), *self.shape), dtype=self.dtype)
-        for entry in self.entries:
-            first = entry["first_index"]
-            shard = self._dataset(entry)
-            try:
-                shard.read_direct(features, dest_sel=np.s_[first : first + entry["count"]])
-            except OSError as error:
-                raise self._damaged(entry, "cannot read its features", error) from None
+        self.read_batch(np.arange(len(self)), features)
         return features
 
     def check_shards(self) -> None:
         """Open (and so check) every shard now: before DataLoader workers start, a damaged shard
         then fails here in one line rather than in a worker, and the workers hash nothing."""
-        for entry in self.entries:
-            self._dataset(entry)
+        for shard in range(len(self.entries)):
+            self._reader(shard)
 
     def close(self) -> None:
-        for handle in self._handles.values():
-            handle.close()
-        self._handles = {}
+        for reader in self._readers.values():
+            os.close(reader.fd)
+        self._readers = {}
 
-    def _dataset(self, entry: dict[str, Any]) -> h5py.Dataset:
-        if self._pid != os.getpid():  # forked: the parent's handles are not ours to use
-            self._handles, self._pid = {}, os.getpid()
-        handle = self._handles.get(entry["file"])
-        if handle is None:
-            handle = self._open(entry)
-            self._handles[entry["file"]] = handle
-        return handle["features"]
+    def _read_run(self, shard: int, offset: int, rows: list[memoryview]) -> None:
+        entry = self.entries[shard]
+        try:
+            got = os.preadv(self._readers[shard].fd, rows, offset)
+        except OSError as error:
+            raise self._damaged(entry, "cannot read its features", error) from None
+        if got != len(rows) * self.image_bytes:
+            raise self._damaged(entry, "cannot read its features", OSError("short read"))
 
-    def _open(self, entry: dict[str, Any]) -> h5py.File:
-        """The shard's HDF5 file, its size and sha256 checked first (once per shard)."""
+    def _reader(self, shard: int) -> ShardReader:
+        if self._pid != os.getpid():  # forked: the parent's files are not ours to use
+            self._readers, self._pid = {}, os.getpid()
+        reader = self._readers.get(shard)
+        if reader is None:
+            reader = self._open(self.entries[shard])
+            self._readers[shard] = reader
+        return reader
+
+    def _open(self, entry: dict[str, Any]) -> ShardReader:
+        """The shard's file and chunk offsets, its size and sha256 checked first (once per
+        shard), its HDF5 layout checked against what ShardWriter writes."""
         path = self.manifest_path.parent / entry["file"]
         if entry["file"] not in self._checked:
             problem = shard_file_problem(path, entry)
@@ -409,18 +457,46 @@ class FeatureStore:
             handle = h5py.File(path, "r")
         except OSError as error:
             raise self._damaged(entry, "not a readable HDF5 file", error) from None
-        try:
-            shape = handle["features"].shape
-        except (OSError, KeyError) as error:
-            handle.close()
-            raise self._damaged(entry, "no readable `features` dataset", error) from None
-        if shape != (entry["count"], *self.shape):
-            handle.close()
+        with handle:
+            try:
+                features = handle["features"]
+                shape = features.shape
+            except (OSError, KeyError) as error:
+                raise self._damaged(entry, "no readable `features` dataset", error) from None
+            if shape != (entry["count"], *self.shape):
+                raise DataError(
+                    f"{path}: features of shape {shape}, expected "
+                    f"{(entry['count'], *self.shape)} from {self.manifest_path}{REPAIR_HINT}"
+                )
+            offsets = self._chunk_offsets(path, features)
+        return ShardReader(os.open(path, os.O_RDONLY), offsets)
+
+    def _chunk_offsets(self, path: Path, features: h5py.Dataset) -> np.ndarray:
+        """[count] byte offset of each image's chunk; DataError unless every image is one
+        whole, unfiltered chunk of the store's dtype (how ShardWriter writes them)."""
+        count = features.shape[0]
+        offsets = np.full(count, -1, dtype=np.int64)
+        layout_ok = (
+            features.chunks == (1, *self.shape)
+            and features.dtype == self.dtype
+            and features.id.get_num_chunks() == count
+        )
+        if layout_ok:
+
+            def record(chunk: Any) -> None:
+                nonlocal layout_ok
+                if chunk.filter_mask or chunk.size != self.image_bytes:
+                    layout_ok = False
+                else:
+                    offsets[chunk.chunk_offset[0]] = chunk.byte_offset
+
+            features.id.chunk_iter(record)
+        if not layout_ok or (offsets < 0).any():
             raise DataError(
-                f"{path}: features of shape {shape}, expected {(entry['count'], *self.shape)} "
-                f"from {self.manifest_path}{REPAIR_HINT}"
+                f"{path}: its features are not stored one uncompressed image per chunk, as "
+                f"`snmn extract` writes them{REPAIR_HINT}"
             )
-        return handle
+        return offsets
 
     def _damaged(self, entry: dict[str, Any], what: str, error: Exception) -> DataError:
         reason = (str(error).splitlines() or [type(error).__name__])[0]
@@ -428,4 +504,4 @@ class FeatureStore:
         return DataError(f"{path}: {what} ({reason}){REPAIR_HINT}")
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_handles": {}}
+        return {**self.__dict__, "_readers": {}}

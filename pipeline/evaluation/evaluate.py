@@ -164,7 +164,7 @@ def evaluate_split(
     table = read_question_table(settings.tokens_dir, split, config.num_steps)
     tokens = read_parquet(Path(settings.tokens_dir) / f"{split}.parquet", columns=["position"])
     grid = model_box_grid(table, config.feature_height, config.feature_width)
-    dataset = QuestionDataset(table, settings.features_dir, settings.features_in_memory)
+    dataset = QuestionDataset(table, settings.features_dir, settings.features_storage, device)
     rows = evaluation_rows(len(table), 0, 1, settings.max_questions)
     questions_path = Path(settings.questions_dir) / f"{settings.dataset}_{split}_questions.json"
     info = stream_json(questions_path, "questions")[0] if questions_path.is_file() else {}

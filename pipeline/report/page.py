@@ -97,7 +97,7 @@ def _examples(
     columns = ["image_filename", "question", "answer"]
     text = read_parquet(Path(settings.tokens_dir) / f"{split}.parquet", columns=columns)
     grid = model_box_grid(table, config.feature_height, config.feature_width)
-    dataset = QuestionDataset(table, settings.features_dir, in_memory=False)
+    dataset = QuestionDataset(table, settings.features_dir)  # a few questions: page_cache
     candidates = evaluation_rows(len(table), 0, 1, settings.candidates)
     predictions = collect_predictions(model, dataset, candidates, 64, device, grid)
     if task == "vqa":

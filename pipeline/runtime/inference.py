@@ -91,7 +91,11 @@ def step_trace(output: SNMNOutput, i: int, length: int) -> StepTrace:
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+    """The batch on `device` (asynchronous from pinned memory), its features made float32 there:
+    they travel in the store's float16, half the bytes (pipeline/data/datasets.py)."""
+    moved = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+    moved["features"] = moved["features"].float()
+    return moved
 
 
 def answer_hits(output: SNMNOutput, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.config import Config, TrainConfig, to_dict
 from pipeline.data.datasets import (
+    CPU,
     CurriculumBatchSampler,
     EpochBatchSampler,
     QuestionDataset,
@@ -128,7 +129,7 @@ def train_loop(
     tracker = open_tracker(worker, tracking)
     announce_workers(worker, tracker)
 
-    tasks = load_data(config)
+    tasks = load_data(config, device)
     check_layouts(train, tasks)
     model_config = resolve_model_config(config, tasks)
     grid = model_box_grid(
@@ -187,8 +188,9 @@ def announce_workers(worker: WorkerContext, tracker: Tracker) -> None:
         tracker.log_metrics({"num_workers": worker.world_size, "num_nodes": nodes}, step=0)
 
 
-def load_data(config: Config) -> list[TaskData]:
-    """The datasets of the task(s) that model.task asks for."""
+def load_data(config: Config, device: torch.device = CPU) -> list[TaskData]:
+    """The datasets of the task(s) that model.task asks for, their features where
+    train.features_storage says (on `device` for `device`)."""
     train = config.train
     steps = config.model.num_steps
     splits = []
@@ -205,7 +207,7 @@ def load_data(config: Config) -> list[TaskData]:
                 continue
             questions = read_question_table(train.tokens_dir, split, steps)
             datasets.append(
-                QuestionDataset(questions, train.features_dir, train.features_in_memory)
+                QuestionDataset(questions, train.features_dir, train.features_storage, device)
             )
         tasks.append(TaskData(task, datasets[0], datasets[1]))
     return tasks
@@ -322,6 +324,8 @@ def training_batches(
                 collate_fn=identity_collate,
                 num_workers=train.loader_workers,
                 persistent_workers=train.loader_workers > 0,
+                # loader processes cannot pin; the dataset pins its own batches otherwise
+                pin_memory=train.loader_workers > 0 and worker.device.startswith("cuda"),
             )
         )
         for index, data in enumerate(tasks)

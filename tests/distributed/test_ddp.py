@@ -10,7 +10,7 @@ import torch
 
 from pipeline.config import Config, from_dict, to_dict
 from pipeline.data.datasets import QuestionDataset, read_question_table
-from pipeline.runtime.inference import accuracy_counts
+from pipeline.runtime.inference import accuracy_counts, to_device
 from pipeline.training.loop import backward, load_data, resolve_model_config
 from snmn.losses import decayed_parameters
 from snmn.model import SNMN
@@ -30,7 +30,7 @@ def build(config: Config) -> tuple[SNMN, QuestionDataset]:
 def gradients_on(config: Config, rows: list[int], network=None, model=None, dataset=None):
     model_, dataset_ = build(config) if model is None else (model, dataset)
     network = network or model_
-    batch = dataset_.__getitems__(rows)
+    batch = to_device(dataset_.__getitems__(rows), torch.device("cpu"))
     decayed, _ = decayed_parameters(model_)
     backward(network, config, "vqa", batch, step=0, decayed=decayed)
     return {name: p.grad.clone() for name, p in model_.named_parameters() if p.grad is not None}
@@ -51,7 +51,7 @@ def worker(loop_config: dict) -> None:
     val = QuestionDataset(
         read_question_table(config.train.tokens_dir, "val", config.model.num_steps),
         config.train.features_dir,
-        in_memory=True,
+        "device",
     )
     # uneven shares (rank 0 gets one row more): counts must still add up exactly
     rows = list(range(rank, 13, world))
@@ -94,7 +94,7 @@ def test_two_workers_equal_one_process(tiny_data, tmp_path):
     val = QuestionDataset(
         read_question_table(config.train.tokens_dir, "val", config.model.num_steps),
         config.train.features_dir,
-        in_memory=True,
+        "device",
     )
     expected = accuracy_counts(
         model, val, list(range(13)), 4, torch.device("cpu"), val.questions.box_grid

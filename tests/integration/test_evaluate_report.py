@@ -105,7 +105,7 @@ def test_vqa_counts_are_exact_and_agree_with_the_training_metric(vqa_run, tiny_d
     assert set(answers["per_type"]) == expected_types
 
     model, _ = load_trained_model(settings.model_path)
-    dataset = QuestionDataset(val, settings.features_dir, in_memory=True)
+    dataset = QuestionDataset(val, settings.features_dir)
     reference = accuracy_counts(model, dataset, list(range(len(val))), 7, "cpu", val.box_grid)
     assert answers["accuracy"] == pytest.approx(reference["accuracy"])
     layout = results["vqa"]["layout"]
@@ -208,7 +208,7 @@ def test_ref_model_p_at_1_and_its_report(tiny_data, tmp_path):
     loc_val = read_question_table(tiny_data / "tokens", "loc_val", config.model.num_steps)
     assert boxes["total"] == boxes["questions"] == len(loc_val)
     model, _ = load_trained_model(settings.model_path)
-    dataset = QuestionDataset(loc_val, settings.features_dir, in_memory=True)
+    dataset = QuestionDataset(loc_val, settings.features_dir)
     reference = accuracy_counts(
         model, dataset, list(range(len(loc_val))), 5, "cpu", loc_val.box_grid
     )

@@ -62,6 +62,19 @@ def test_resume_after_an_interruption_gives_the_same_losses(tiny_data, tmp_path)
     assert losses_by_step(resumed) == losses_by_step(reference)  # bit-for-bit on CPU
 
 
+def test_features_on_the_device_train_exactly_as_from_the_page_cache(tiny_data, tmp_path):
+    histories = {}
+    for storage in ("page_cache", "device"):
+        work = tmp_path / storage
+        config = tiny_config(tiny_data, work, iterations=4, eval_every=4, features_storage=storage)
+        train_loop(config, WorkerContext(), LocalReporter(work / "ck"), {})
+        histories[storage] = json.loads((work / "models" / "train_metrics.json").read_text())
+    same = ("vqa_loss_total", "val_vqa_accuracy")
+    assert {key: histories["device"][key] for key in same} == {
+        key: histories["page_cache"][key] for key in same
+    }
+
+
 def test_outputs_are_written_and_the_model_loads_safely(tiny_data, tmp_path):
     config = tiny_config(tiny_data, tmp_path, iterations=4, eval_every=4)
     metrics = train_loop(config, WorkerContext(), LocalReporter(tmp_path / "ck"), {})

@@ -1,17 +1,26 @@
-"""Batch samplers: disjoint rank shares, a fresh order every epoch, a curriculum, exact resume."""
+"""Batches: their features from either storage, and the samplers (disjoint rank shares, a fresh
+order every epoch, a curriculum, exact resume)."""
 
 import itertools
 
+import h5py
 import numpy as np
 import pytest
+import torch
 
+import pipeline.data.datasets
+from pipeline.config import TrainConfig
 from pipeline.data.datasets import (
     CurriculumBatchSampler,
     EpochBatchSampler,
+    QuestionDataset,
     evaluation_rows,
     layout_sizes,
+    read_question_table,
 )
-from pipeline.errors import DataError
+from pipeline.data.shards import manifest_path
+from pipeline.errors import ConfigError, DataError
+from pipeline.runtime.inference import to_device
 
 
 def take(sampler, count):
@@ -89,3 +98,44 @@ def test_tokens_of_an_older_tokenize_are_refused_not_misread(tiny_data, tmp_path
     pq.write_table(table.replace_schema_metadata(metadata), tmp_path / "loc_val.parquet")
     with pytest.raises(DataError, match=r"loc_val.parquet: written by another `snmn tokenize`"):
         read_question_table(tmp_path, "loc_val", written["num_steps"])
+
+
+def features_by_h5py(features_dir, split):
+    """[N, H, W, C] of a split, read with h5py from its shards (not through FeatureStore)."""
+    manifest = manifest_path(features_dir, split)
+    parts = []
+    for shard in sorted(manifest.parent.glob(f"{split}_*.h5")):
+        with h5py.File(shard, "r") as handle:
+            parts.append(handle["features"][:])
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("storage", ["page_cache", "device"])
+def test_a_batch_holds_its_images_features_from_either_storage(tiny_data, storage):
+    table = read_question_table(tiny_data / "tokens", "train", num_steps=9)
+    dataset = QuestionDataset(table, tiny_data / "features", storage)
+    rows = [5, 0, 77, 5, 31, 150]  # unsorted, one question twice
+    batch = dataset.__getitems__(rows)
+    expected = features_by_h5py(tiny_data / "features", "train")[table.image_index[rows]]
+    assert batch["features"].dtype == torch.float16  # the store's dtype until to_device
+    np.testing.assert_array_equal(batch["features"].numpy(), expected)
+    assert batch["rows"].tolist() == rows
+    on_device = to_device(batch, torch.device("cpu"))
+    assert on_device["features"].dtype == torch.float32
+    np.testing.assert_array_equal(on_device["features"].numpy(), expected.astype(np.float32))
+
+
+def test_a_split_that_does_not_fit_on_the_device_is_refused_in_one_line(tiny_data, monkeypatch):
+    table = read_question_table(tiny_data / "tokens", "train", num_steps=9)
+    monkeypatch.setattr(pipeline.data.datasets, "free_memory_bytes", lambda device: 100_000)
+    with pytest.raises(ConfigError) as refused:
+        QuestionDataset(table, tiny_data / "features", "device")
+    message = str(refused.value)
+    assert message.startswith("features_storage device: the 40 images of ")
+    assert "GB but cpu has 0.0 GB free; use features_storage page_cache" in message
+    QuestionDataset(table, tiny_data / "features", "page_cache")  # reads from the page cache
+
+
+def test_device_storage_with_loader_processes_is_refused():
+    with pytest.raises(ConfigError, match="set train.loader_workers 0"):
+        TrainConfig(features_storage="device", loader_workers=2)

@@ -162,7 +162,7 @@ def test_verify_reports_an_incomplete_manifest(tmp_path):
 def test_store_reads_each_image_and_the_whole_split(tmp_path):
     write_split(tmp_path, 7, 3)
     store = FeatureStore(tmp_path / "manifest.json")
-    assert store._handles == {}  # nothing opened until the first read
+    assert store._readers == {}  # nothing opened until the first read
     assert len(store) == 7 and store.shape == SHAPE and store.dtype == np.float16
     for index in range(7):
         np.testing.assert_array_equal(store[index], features_of(index))
@@ -174,6 +174,36 @@ def test_store_reads_each_image_and_the_whole_split(tmp_path):
     store.close()
 
 
+def test_a_batch_is_read_in_its_own_order_across_shards_with_repeats(tmp_path):
+    write_split(tmp_path, 7, 3)
+    store = FeatureStore(tmp_path / "manifest.json")
+    images = np.array([6, 0, 4, 3, 0, 5, 6, 1])  # three shards, unsorted, 0 and 6 twice
+    batch = np.full((len(images), *SHAPE), np.nan, dtype=np.float16)
+    store.read_batch(images, batch)
+    np.testing.assert_array_equal(batch, np.stack([features_of(i) for i in images]))
+    with pytest.raises(ValueError, match="out must be"):
+        store.read_batch(images, np.empty((len(images), *SHAPE), dtype=np.float32))
+    with pytest.raises(IndexError, match="image index 7 out of range"):
+        store.read_batch(np.array([1, 7]), np.empty((2, *SHAPE), dtype=np.float16))
+
+
+@pytest.mark.parametrize("layout", [{"compression": "gzip"}, {"chunks": None}])
+def test_a_shard_not_laid_out_one_image_per_chunk_is_refused_in_one_line(tmp_path, layout):
+    _, manifest = write_split(tmp_path, 2, 2)
+    shard = tmp_path / manifest["shards"][0]["file"]
+    features = np.stack([features_of(0), features_of(1)])
+    with h5py.File(shard, "w") as handle:
+        chunks = layout.get("chunks", (1, *SHAPE))
+        handle.create_dataset(
+            "features", data=features, chunks=chunks, compression=layout.get("compression")
+        )
+    manifest["shards"][0] |= {"bytes": shard.stat().st_size, "sha256": file_sha256(shard)}
+    write_manifest(tmp_path / "manifest.json", manifest)
+    with pytest.raises(DataError, match="one uncompressed image per chunk") as error:
+        FeatureStore(tmp_path / "manifest.json")[0]
+    assert str(shard) in str(error.value) and "\n" not in str(error.value)
+
+
 def _read_in_child(store, index, queue):
     queue.put(store[index].tolist())
 
@@ -182,7 +212,7 @@ def test_store_opens_its_own_handles_after_fork_and_pickles_without_them(tmp_pat
     write_split(tmp_path, 4, 2)
     store = FeatureStore(tmp_path / "manifest.json")
     store[0]  # the parent holds an open handle now
-    assert len(store._handles) == 1
+    assert len(store._readers) == 1
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_read_in_child, args=(store, 3, queue))
@@ -191,7 +221,7 @@ def test_store_opens_its_own_handles_after_fork_and_pickles_without_them(tmp_pat
     assert child.exitcode == 0
     assert queue.get(timeout=5) == features_of(3).tolist()
     clone = pickle.loads(pickle.dumps(store))
-    assert clone._handles == {}
+    assert clone._readers == {}
     np.testing.assert_array_equal(clone[2], features_of(2))
 
 

@@ -195,4 +195,4 @@ def test_a_dataset_read_from_disk_checks_every_shard_before_loader_workers_start
     features, shard = damaged_copy(tiny_data, tmp_path, "changed at the same size", "train")
     table = read_question_table(tiny_data / "tokens", "train", num_steps=9)
     with pytest.raises(DataError, match=rf"^{shard}: sha256 "):
-        QuestionDataset(table, features, in_memory=False)
+        QuestionDataset(table, features)
