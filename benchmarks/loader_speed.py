@@ -5,13 +5,14 @@ features of its questions' images. This script writes a feature store of the siz
 (random float16 features, shards as `snmn extract` writes them, 10 questions per image) and
 prints, in one run:
 
-- questions/s and GB/s of every way of gathering a batch, in the training process:
-  `page_cache` (FeatureStore.read_batch from the OS page cache, the default), `page_cache cold`
-  (the same with the shards evicted from the page cache before the timed pass: a store larger
-  than RAM), `device` on the CPU (the split in the process's RAM, one index_select), `page_cache`
-  through one DataLoader worker process (the batch pickled back), and, for comparison, the
-  readers this replaced: h5py one image at a time (warm and cold) and numpy fancy indexing of an
-  in-RAM copy, made float32 as they used to be;
+- questions/s and GB/s of every way of gathering a batch, in the training process: `page_cache`
+  (FeatureStore.read_batch from the OS page cache, the default), `page_cache cold` (the same
+  with the shards evicted from the page cache before the timed pass: a store larger than RAM),
+  both also with 4 threads reading each batch (`train.features_read_threads`), `device` on the
+  CPU (the split in the process's RAM, one index_select), `page_cache` through one DataLoader
+  worker process (the batch pickled back), and, for comparison, the readers this replaced: h5py
+  one image at a time (warm and cold) and numpy fancy indexing of an in-RAM copy, made float32
+  as they used to be;
 - the training step's questions/s at the model sizes given (the official ones by default), on
   a batch already in memory;
 - with `--ray-workers 1 2`: each Ray Train worker's memory (RSS, its anonymous part, its file
@@ -288,12 +289,17 @@ def main() -> None:
             "one thread"
         )
         page_cache = QuestionDataset(table, features_dir, "page_cache")
+        threaded = QuestionDataset(table, features_dir, read_threads=4)
         resident = QuestionDataset(table, features_dir, "device")
         batches = random_batches(table, args.batch_size, args.batches)
         rates = {
             "page_cache": questions_per_s(page_cache.__getitems__, batches),
             "page_cache cold (from disk)": questions_per_s(
                 page_cache.__getitems__, batches, lambda: evict_from_page_cache(features_dir)
+            ),
+            "page_cache, 4 read threads": questions_per_s(threaded.__getitems__, batches),
+            "page_cache, 4 read threads, cold": questions_per_s(
+                threaded.__getitems__, batches, lambda: evict_from_page_cache(features_dir)
             ),
             "device (CPU RAM)": questions_per_s(resident.__getitems__, batches),
             "page_cache via 1 loader process": through_a_loader_process(page_cache, batches),

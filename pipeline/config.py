@@ -197,6 +197,7 @@ class TrainConfig:
     # page_cache: each batch read from the shards (one copy per machine, in the OS page cache);
     # device: the whole split on the training device (GPU memory; RAM on the CPU)
     features_storage: Literal["page_cache", "device"] = "page_cache"
+    features_read_threads: int = 1  # page_cache: threads reading one batch (overlap disk reads)
     loader_workers: int = 0  # DataLoader processes per training worker
     seed: int = 0
     num_workers: int = 1  # Ray Train workers (one process each; one GPU each with use_gpu)
@@ -222,7 +223,7 @@ class TrainConfig:
         counts = {"iterations": 1, "batch_size": 1, "log_every": 1, "eval_every": 1}
         counts |= {"checkpoint_every": 1, "keep_checkpoints": 1, "num_workers": 1}
         counts |= {"warmup_iterations": 0, "eval_max_questions": 0, "loader_workers": 0}
-        counts |= {"torch_threads": 0, "entropy_ramp_start": 0}
+        counts |= {"torch_threads": 0, "entropy_ramp_start": 0, "features_read_threads": 1}
         counts |= {"max_failures": -1}  # Ray Train's FailureConfig: -1 = retry forever
         weights = {"weight_decay": 0, "layout_loss_weight": 0, "entropy_weight": 0}
         weights |= {"ref_cell_weight": 0, "ref_offset_weight": 0}

@@ -151,6 +151,7 @@ class QuestionDataset(Dataset):
         features_dir: str | Path,
         storage: str = "page_cache",  # or "device" (the module docstring)
         device: torch.device = CPU,
+        read_threads: int = 1,  # page_cache: FeatureStore.read_batch's threads
     ) -> None:
         self.questions = questions
         self.store = FeatureStore(manifest_path(features_dir, questions.split))
@@ -161,6 +162,7 @@ class QuestionDataset(Dataset):
             )
         self.store.check_shards()  # every shard checked here, not first in a DataLoader worker
         self.pin_memory = device.type == "cuda" and storage == "page_cache"
+        self.read_threads = read_threads
         self.resident = resident_features(self.store, device) if storage == "device" else None
 
     @property
@@ -197,7 +199,7 @@ class QuestionDataset(Dataset):
             dtype=torch.from_numpy(np.empty(0, self.store.dtype)).dtype,
             pin_memory=self.pin_memory,
         )
-        self.store.read_batch(images, batch.numpy())
+        self.store.read_batch(images, batch.numpy(), self.read_threads)
         return batch
 
 

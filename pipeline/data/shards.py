@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -366,6 +367,7 @@ class FeatureStore:
         self.image_bytes = int(np.prod(self.shape)) * self.dtype.itemsize
         self._readers: dict[int, ShardReader] = {}  # shard position in self.entries → reader
         self._checked: set[str] = set()  # shard files whose size and sha256 matched
+        self._pools: dict[int, ThreadPoolExecutor] = {}  # read_batch's threads, by their number
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -377,9 +379,11 @@ class FeatureStore:
         self.read_batch(np.array([image_index]), features)
         return features[0]
 
-    def read_batch(self, images: np.ndarray, out: np.ndarray) -> None:
+    def read_batch(self, images: np.ndarray, out: np.ndarray, threads: int = 1) -> None:
         """Features of `images` [B] (image indices, repeats allowed) into `out` [B, H, W, C]
-        (C-contiguous, the store's dtype), row i for images[i]."""
+        (C-contiguous, the store's dtype), row i for images[i]; with `threads` > 1 the batch
+        is cut into that many parts read at once (reads from disk overlap; preadv releases the
+        GIL)."""
         images = np.asarray(images, dtype=np.int64)
         if out.shape != (len(images), *self.shape) or out.dtype != self.dtype:
             raise ValueError(f"out must be {(len(images), *self.shape)} {self.dtype}")
@@ -387,17 +391,32 @@ class FeatureStore:
             raise ValueError("out must be C-contiguous")
         if not len(images):
             return
-        unique, first_row, row_of = np.unique(images, return_index=True, return_inverse=True)
-        if unique[0] < 0 or unique[-1] >= len(self):
-            bad = unique[0] if unique[0] < 0 else unique[-1]
+        if images.min() < 0 or images.max() >= len(self):
+            bad = images.min() if images.min() < 0 else images.max()
             raise IndexError(f"{self.manifest_path}: image index {bad} out of range")
+        shard_of = np.searchsorted(self.firsts, images, side="right") - 1
+        for shard in np.unique(shard_of).tolist():
+            self._reader(shard)  # opened here, in this thread: the parts only read
+        parts = [rows for rows in np.array_split(np.arange(len(images)), threads) if len(rows)]
+        if len(parts) == 1:
+            self._read_rows(images, out)
+            return
+
+        def read_part(rows: np.ndarray) -> None:  # consecutive rows of the batch
+            self._read_rows(images[rows], out[rows[0] : rows[-1] + 1])
+
+        list(self._thread_pool(len(parts)).map(read_part, parts))
+
+    def _read_rows(self, images: np.ndarray, out: np.ndarray) -> None:
+        """read_batch's work for images whose shards are open."""
+        unique, first_row, row_of = np.unique(images, return_index=True, return_inverse=True)
         rows = out.reshape(len(images), self.image_bytes // self.dtype.itemsize).view(np.uint8)
         shard_of = np.searchsorted(self.firsts, unique, side="right") - 1
         run: list[memoryview] = []  # rows of adjacent chunks, read by one preadv
         run_shard, run_start, run_end = -1, 0, 0  # the run's shard and byte range in its file
         together = zip(unique.tolist(), shard_of.tolist(), first_row.tolist(), strict=True)
         for image, shard, row in together:
-            offset = int(self._reader(shard).offsets[image - self.firsts[shard]])
+            offset = int(self._readers[shard].offsets[image - self.firsts[shard]])
             if run and (shard != run_shard or offset != run_end or len(run) == IOV_MAX):
                 self._read_run(run_shard, run_start, run)
                 run = []
@@ -424,7 +443,9 @@ class FeatureStore:
     def close(self) -> None:
         for reader in self._readers.values():
             os.close(reader.fd)
-        self._readers = {}
+        for pool in self._pools.values():
+            pool.shutdown()
+        self._readers, self._pools = {}, {}
 
     def _read_run(self, shard: int, offset: int, rows: list[memoryview]) -> None:
         entry = self.entries[shard]
@@ -435,9 +456,15 @@ class FeatureStore:
         if got != len(rows) * self.image_bytes:
             raise self._damaged(entry, "cannot read its features", OSError("short read"))
 
+    def _thread_pool(self, threads: int) -> ThreadPoolExecutor:
+        pool = self._pools.get(threads)
+        if pool is None:
+            pool = self._pools[threads] = ThreadPoolExecutor(threads, "read_batch")
+        return pool
+
     def _reader(self, shard: int) -> ShardReader:
-        if self._pid != os.getpid():  # forked: the parent's files are not ours to use
-            self._readers, self._pid = {}, os.getpid()
+        if self._pid != os.getpid():  # forked: the parent's files and threads are not ours
+            self._readers, self._pools, self._pid = {}, {}, os.getpid()
         reader = self._readers.get(shard)
         if reader is None:
             reader = self._open(self.entries[shard])
@@ -504,4 +531,4 @@ class FeatureStore:
         return DataError(f"{path}: {what} ({reason}){REPAIR_HINT}")
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_readers": {}}
+        return {**self.__dict__, "_readers": {}, "_pools": {}}

@@ -207,7 +207,13 @@ def load_data(config: Config, device: torch.device = CPU) -> list[TaskData]:
                 continue
             questions = read_question_table(train.tokens_dir, split, steps)
             datasets.append(
-                QuestionDataset(questions, train.features_dir, train.features_storage, device)
+                QuestionDataset(
+                    questions,
+                    train.features_dir,
+                    train.features_storage,
+                    device,
+                    train.features_read_threads,
+                )
             )
         tasks.append(TaskData(task, datasets[0], datasets[1]))
     return tasks

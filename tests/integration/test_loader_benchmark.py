@@ -12,6 +12,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 PATHS = [
     "page_cache",
     "page_cache cold (from disk)",
+    "page_cache, 4 read threads",
+    "page_cache, 4 read threads, cold",
     "device (CPU RAM)",
     "page_cache via 1 loader process",
     "before: h5py per image, float32",

@@ -174,12 +174,13 @@ def test_store_reads_each_image_and_the_whole_split(tmp_path):
     store.close()
 
 
-def test_a_batch_is_read_in_its_own_order_across_shards_with_repeats(tmp_path):
+@pytest.mark.parametrize("threads", [1, 3, 20])
+def test_a_batch_is_read_in_its_own_order_across_shards_with_repeats(tmp_path, threads):
     write_split(tmp_path, 7, 3)
     store = FeatureStore(tmp_path / "manifest.json")
     images = np.array([6, 0, 4, 3, 0, 5, 6, 1])  # three shards, unsorted, 0 and 6 twice
     batch = np.full((len(images), *SHAPE), np.nan, dtype=np.float16)
-    store.read_batch(images, batch)
+    store.read_batch(images, batch, threads)
     np.testing.assert_array_equal(batch, np.stack([features_of(i) for i in images]))
     with pytest.raises(ValueError, match="out must be"):
         store.read_batch(images, np.empty((len(images), *SHAPE), dtype=np.float32))
@@ -205,14 +206,16 @@ def test_a_shard_not_laid_out_one_image_per_chunk_is_refused_in_one_line(tmp_pat
 
 
 def _read_in_child(store, index, queue):
-    queue.put(store[index].tolist())
+    batch = np.empty((2, *SHAPE), dtype=np.float16)
+    store.read_batch(np.array([index, 0]), batch, threads=2)  # its own threads, not the parent's
+    queue.put(batch[0].tolist())
 
 
 def test_store_opens_its_own_handles_after_fork_and_pickles_without_them(tmp_path):
     write_split(tmp_path, 4, 2)
     store = FeatureStore(tmp_path / "manifest.json")
-    store[0]  # the parent holds an open handle now
-    assert len(store._readers) == 1
+    store.read_batch(np.array([0, 1]), np.empty((2, *SHAPE), dtype=np.float16), threads=2)
+    assert len(store._readers) == 1 and len(store._pools) == 1  # a file and a thread pool
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_read_in_child, args=(store, 3, queue))
