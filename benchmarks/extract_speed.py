@@ -61,8 +61,9 @@ def cpu_seconds() -> float:
 
 
 def decoded(config: ExtractConfig) -> DecodedImages:
-    paths = [str(p) for p in list_split_images(config.images_dir, "train")]
-    return DecodedImages(paths, list(range(len(paths))), config.input_height, config.input_width)
+    images = list_split_images(config.images_dir, "train")  # image index → path
+    paths = [str(path) for path in images.values()]
+    return DecodedImages(paths, list(images), config.input_height, config.input_width)
 
 
 def save_calibrated_weights(config: ExtractConfig, path: Path) -> None:

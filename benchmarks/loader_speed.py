@@ -71,7 +71,8 @@ def write_store(features_dir: Path, images: int, shape: tuple[int, int, int]) ->
     for number, first in enumerate(range(0, images, SHARD_SIZE)):
         count = min(SHARD_SIZE, images - first)
         names = tuple(f"CLEVR_{SPLIT}_{index:06d}.png" for index in range(first, first + count))
-        shard = ShardSpec(SPLIT, number, first, names, inputs_sha256="synthetic")
+        indices = tuple(range(first, first + count))
+        shard = ShardSpec(SPLIT, number, indices, names, inputs_sha256="synthetic")
         with (
             atomic_path(folder / shard.file_name) as temporary,
             ShardWriter(temporary, shard, shape, "float16", {"split": SPLIT}) as writer,

@@ -2,14 +2,23 @@
 
 When training answers "How many cylinders are behind the red cube?" for image 4217 of train, the
 data loader asks `FeatureStore(".../train/manifest.json")` for that image's [H, W, C]
-features. They live in ``train/train_00008.h5`` (images 4096..4607 with shard_size 512):
-dataset `features` [n, H, W, C] float16, channels last, one image per chunk, uncompressed, and
-dataset `image_index` [n]. The reader uses that layout: an image is one `os.preadv` of its
-chunk's bytes into the batch (benchmarks/loader_speed.py times it against h5py's reads).
+features. They live in ``train/train_00008.h5`` (the 9th run of shard_size 512 images, here
+4096..4607): dataset `features` [n, H, W, C] float16, channels last, one image per chunk,
+uncompressed, and dataset `image_index` [n]. The reader uses that layout: an image is one
+`os.preadv` of its chunk's bytes into the batch (benchmarks/loader_speed.py times it against
+h5py's reads).
+
+A split may be any subset of CLEVR (a partial download, a filtered split): its images need not
+run 0..N-1. Each manifest entry lists its shard's `image_indices` (ascending; the shards in
+order, so the whole split's indices ascend too), and the store maps an image index to its row
+(its position among them) with one `np.searchsorted`. `FeatureStore.image_indices` are the
+images that have features; asking for any other is a DataError naming the manifest and the
+index. Manifests of format /2 (rows were image indices) are refused with a line that says to
+rerun `snmn extract`.
 
 A shard is written under a temporary name in its folder and renamed when complete
 (`pipeline.tables.atomic_path`, like every file of the pipeline), then entered in the manifest
-(file, image range, count, size, sha256, and `inputs_sha256` over the bytes of its images). A
+(file, image indices, count, size, sha256, and `inputs_sha256` over the bytes of its images). A
 rerun keeps a shard only if the manifest lists it with the same settings, inputs and checksum, so
 a killed run leaves no half shard and loses at most the shard in progress, and an image edited in
 place (even at the same size) has its shard extracted again.
@@ -40,7 +49,9 @@ from pipeline.tables import TEMPORARY_SUFFIX, write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 IOV_MAX = 1024  # buffers one os.preadv may fill (Linux)
-FORMAT = "snmn-features/2"  # /2: inputs_sha256 covers the images' bytes (/1: names and sizes)
+# /3: each shard lists its image indices (a split may have gaps); /2: inputs_sha256 covers the
+# images' bytes, rows are image indices 0..N-1; /1: inputs digests of names and sizes
+FORMAT = "snmn-features/3"
 REPAIR_HINT = (
     "; run `snmn extract --verify` to list every damaged shard, then `snmn extract` to rewrite them"
 )
@@ -48,12 +59,12 @@ REPAIR_HINT = (
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """Images first_index .. first_index + len(paths) - 1 of a split, bound for one file, and
-    the digest of their bytes when they were planned (`inputs_sha256`)."""
+    """Images `image_indices` (ascending) of a split at `paths`, bound for one file, and the
+    digest of their bytes when they were planned (`inputs_sha256`)."""
 
     split: str
     number: int
-    first_index: int
+    image_indices: tuple[int, ...]
     paths: tuple[str, ...]
     inputs_sha256: str
 
@@ -62,17 +73,28 @@ class ShardSpec:
         return len(self.paths)
 
     @property
+    def first_index(self) -> int:
+        return self.image_indices[0]
+
+    @property
+    def last_index(self) -> int:
+        return self.image_indices[-1]
+
+    @property
     def file_name(self) -> str:
         return f"{self.split}_{self.number:05d}.h5"
 
 
-def plan_shards(split: str, paths: list[Path], shard_size: int) -> list[ShardSpec]:
-    """Cut a split's ordered image paths into consecutive shards of shard_size images, each
-    with the digest of its images' bytes as they are now, before any of them is decoded."""
+def plan_shards(split: str, images: dict[int, Path], shard_size: int) -> list[ShardSpec]:
+    """Cut a split's images (image index → path) into shards of shard_size consecutive images
+    in index order, each with the digest of its images' bytes as they are now, before any of
+    them is decoded."""
+    indices = sorted(images)
     shards = []
-    for number, start in enumerate(range(0, len(paths), shard_size)):
-        chunk = tuple(str(path) for path in paths[start : start + shard_size])
-        shards.append(ShardSpec(split, number, start, chunk, inputs_sha256(chunk)))
+    for number, start in enumerate(range(0, len(indices), shard_size)):
+        chunk = tuple(indices[start : start + shard_size])
+        paths = tuple(str(images[index]) for index in chunk)
+        shards.append(ShardSpec(split, number, chunk, paths, inputs_sha256(paths)))
     return shards
 
 
@@ -131,9 +153,7 @@ class ShardWriter:
             dtype=dtype,
             chunks=(1, *feature_shape),
         )
-        self.file.create_dataset(
-            "image_index", data=np.arange(shard.first_index, shard.first_index + shard.count)
-        )
+        self.file.create_dataset("image_index", data=np.array(shard.image_indices, np.int64))
         for key, value in attrs.items():
             self.file.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
         self.finished = False
@@ -157,8 +177,9 @@ class ShardWriter:
             "file": self.shard.file_name,
             "number": self.shard.number,
             "first_index": self.shard.first_index,
-            "last_index": self.shard.first_index + self.shard.count - 1,
+            "last_index": self.shard.last_index,
             "count": self.shard.count,
+            "image_indices": list(self.shard.image_indices),
             "bytes": self.path.stat().st_size,
             "sha256": file_sha256(self.path),
             "inputs_sha256": inputs_sha256,
@@ -208,7 +229,7 @@ def reusable_entries(
         if (
             shard is not None
             and entry.get("file") == shard.file_name
-            and entry.get("first_index") == shard.first_index
+            and entry.get("image_indices") == list(shard.image_indices)
             and entry.get("count") == shard.count
             and path.is_file()
             and path.stat().st_size == entry.get("bytes")
@@ -272,17 +293,27 @@ def _shard_problems(path: Path, manifest: dict[str, Any]) -> list[str]:
         problems.append(
             f"{path}: incomplete: shards cover {covered} of {manifest['num_images']} images"
         )
-    expected_first = 0
+    previous = -1  # the last image index of the shards before
     for entry in sorted(manifest["shards"], key=lambda e: e["first_index"]):
         shard_path = path.parent / entry["file"]
-        if entry["first_index"] != expected_first:
-            problems.append(
-                f"{shard_path}: starts at image {entry['first_index']}, expected {expected_first}"
-            )
-        expected_first = entry["first_index"] + entry["count"]
+        if (problem := _indices_problem(entry, previous)) is not None:
+            problems.append(f"{shard_path}: {problem}")
+        previous = max(entry.get("image_indices") or [previous])
         if (problem := shard_file_problem(shard_path, entry)) is not None:
             problems.append(problem)
     return problems
+
+
+def _indices_problem(entry: dict[str, Any], previous: int) -> str | None:
+    """What is wrong with a manifest entry's image_indices (None: `count` ascending indices,
+    all above `previous`, the last index of the shards before it)."""
+    indices = entry.get("image_indices")
+    if not isinstance(indices, list) or len(indices) != entry["count"]:
+        return f"the manifest lists no image_indices for its {entry['count']} images"
+    steps = np.diff(np.array([previous, *indices], dtype=np.int64))
+    if (steps <= 0).any():
+        return "image_indices not ascending, or shared with another shard"
+    return None
 
 
 def _input_problems(path: Path, manifest: dict[str, Any], shards: list[ShardSpec]) -> list[str]:
@@ -302,12 +333,9 @@ def _input_problems(path: Path, manifest: dict[str, Any], shards: list[ShardSpec
     planned = {shard.number: shard for shard in shards}
     for entry in sorted(manifest["shards"], key=lambda e: e["first_index"]):
         shard = planned.get(entry["number"])
-        same_range = shard is not None and (shard.first_index, shard.count) == (
-            entry["first_index"],
-            entry["count"],
-        )
-        if not same_range or entry.get("inputs_sha256") != shard.inputs_sha256:
-            last = entry["first_index"] + entry["count"] - 1
+        same_images = shard is not None and entry.get("image_indices") == list(shard.image_indices)
+        if not same_images or entry.get("inputs_sha256") != shard.inputs_sha256:
+            last = entry["last_index"]
             problems.append(
                 f"{path.parent / entry['file']}: images {entry['first_index']}..{last} changed "
                 "since it was extracted (inputs sha256 differs); rerun `snmn extract`"
@@ -325,11 +353,14 @@ class ShardReader:
     """One open shard: a file descriptor and, per image, the byte offset of its chunk."""
 
     fd: int
-    offsets: np.ndarray  # [count] int64: image first_index + i is `image_bytes` bytes from here
+    offsets: np.ndarray  # [count] int64: the shard's i-th image is `image_bytes` bytes from here
 
 
 class FeatureStore:
     """image index → features [H, W, C] of one split, read from its shards.
+
+    The split's images are `image_indices` [N] (ascending, gaps allowed: a subset of CLEVR);
+    image image_indices[r] is row r of the store, the r-th image of the shards in order.
 
     Every image is one uncompressed HDF5 chunk (ShardWriter), so reading it is one `os.preadv`
     of its bytes at the chunk's offset, straight into the caller's array: `read_batch` sorts a
@@ -350,12 +381,21 @@ class FeatureStore:
         manifest = read_manifest(self.manifest_path)
         if manifest is None:
             raise DataError(f"{self.manifest_path}: manifest not found (run `snmn extract`)")
+        if manifest.get("format") != FORMAT:
+            raise DataError(
+                f"{self.manifest_path}: format {manifest.get('format')!r}, this version reads "
+                f"{FORMAT!r} (shards list their image indices); rerun `snmn extract`"
+            )
         if not manifest.get("complete"):
             raise DataError(f"{self.manifest_path}: features incomplete (rerun `snmn extract`)")
         self.manifest = manifest
         try:
             self.entries = sorted(manifest["shards"], key=lambda entry: entry["first_index"])
-            self.firsts = np.array([entry["first_index"] for entry in self.entries], np.int64)
+            counts = [entry["count"] for entry in self.entries]
+            self.starts = np.cumsum([0, *counts[:-1]], dtype=np.int64)  # [shards] first rows
+            self.image_indices = np.array(  # [N] ascending: row → image index
+                [index for entry in self.entries for index in entry["image_indices"]], np.int64
+            )
             self.shape = tuple(manifest["feature_shape"])  # (H, W, C)
             self.dtype = np.dtype(manifest["dtype"])
             self.pretrained = bool(manifest["pretrained"])
@@ -364,6 +404,11 @@ class FeatureStore:
                 f"{self.manifest_path}: malformed manifest ({type(error).__name__}: {error}); "
                 "rerun `snmn extract`"
             ) from None
+        if len(self.image_indices) != sum(counts) or (np.diff(self.image_indices) <= 0).any():
+            raise DataError(
+                f"{self.manifest_path}: malformed manifest (shards' image_indices do not ascend "
+                "or do not match their counts); rerun `snmn extract`"
+            )
         self.image_bytes = int(np.prod(self.shape)) * self.dtype.itemsize
         self._readers: dict[int, ShardReader] = {}  # shard position in self.entries → reader
         self._checked: set[str] = set()  # shard files whose size and sha256 matched
@@ -371,7 +416,22 @@ class FeatureStore:
         self._pid = os.getpid()
 
     def __len__(self) -> int:
-        return int(self.manifest["num_images"])
+        return len(self.image_indices)
+
+    def rows_of(self, images: np.ndarray) -> np.ndarray:
+        """Rows [B] of image indices `images` [B]; DataError naming the first image that has no
+        features in this store."""
+        images = np.asarray(images, dtype=np.int64)
+        rows = np.searchsorted(self.image_indices, images)  # [B]
+        found = rows < len(self.image_indices)
+        found[found] = self.image_indices[rows[found]] == images[found]
+        if not found.all():
+            missing = int(images[np.argmin(found)])
+            raise DataError(
+                f"{self.manifest_path}: no features for image index {missing} (the store holds "
+                f"{len(self)} images; `image_indices` lists them)"
+            )
+        return rows
 
     def __getitem__(self, image_index: int) -> np.ndarray:
         """Features [H, W, C] of one image."""
@@ -383,55 +443,62 @@ class FeatureStore:
         """Features of `images` [B] (image indices, repeats allowed) into `out` [B, H, W, C]
         (C-contiguous, the store's dtype), row i for images[i]; with `threads` > 1 the batch
         is cut into that many parts read at once (reads from disk overlap; preadv releases the
-        GIL)."""
-        images = np.asarray(images, dtype=np.int64)
-        if out.shape != (len(images), *self.shape) or out.dtype != self.dtype:
-            raise ValueError(f"out must be {(len(images), *self.shape)} {self.dtype}")
+        GIL). DataError if one of the images has no features here."""
+        self.read_rows(self.rows_of(images), out, threads)
+
+    def read_rows(self, rows: np.ndarray, out: np.ndarray, threads: int = 1) -> None:
+        """read_batch by the store's rows [B] (0..N-1) instead of image indices."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if out.shape != (len(rows), *self.shape) or out.dtype != self.dtype:
+            raise ValueError(f"out must be {(len(rows), *self.shape)} {self.dtype}")
         if not out.flags.c_contiguous:
             raise ValueError("out must be C-contiguous")
-        if not len(images):
+        if not len(rows):
             return
-        if images.min() < 0 or images.max() >= len(self):
-            bad = images.min() if images.min() < 0 else images.max()
-            raise IndexError(f"{self.manifest_path}: image index {bad} out of range")
-        shard_of = np.searchsorted(self.firsts, images, side="right") - 1
+        if rows.min() < 0 or rows.max() >= len(self):
+            bad = rows.min() if rows.min() < 0 else rows.max()
+            raise IndexError(f"{self.manifest_path}: row {bad} out of range 0..{len(self) - 1}")
+        shard_of = np.searchsorted(self.starts, rows, side="right") - 1
         for shard in np.unique(shard_of).tolist():
             self._reader(shard)  # opened here, in this thread: the parts only read
-        parts = [rows for rows in np.array_split(np.arange(len(images)), threads) if len(rows)]
+        parts = [part for part in np.array_split(np.arange(len(rows)), threads) if len(part)]
         if len(parts) == 1:
-            self._read_rows(images, out)
+            self._read_open_rows(rows, out)
             return
 
-        def read_part(rows: np.ndarray) -> None:  # consecutive rows of the batch
-            self._read_rows(images[rows], out[rows[0] : rows[-1] + 1])
+        def read_part(part: np.ndarray) -> None:  # consecutive positions of the batch
+            self._read_open_rows(rows[part], out[part[0] : part[-1] + 1])
 
         list(self._thread_pool(len(parts)).map(read_part, parts))
 
-    def _read_rows(self, images: np.ndarray, out: np.ndarray) -> None:
-        """read_batch's work for images whose shards are open."""
-        unique, first_row, row_of = np.unique(images, return_index=True, return_inverse=True)
-        rows = out.reshape(len(images), self.image_bytes // self.dtype.itemsize).view(np.uint8)
-        shard_of = np.searchsorted(self.firsts, unique, side="right") - 1
-        run: list[memoryview] = []  # rows of adjacent chunks, read by one preadv
+    def _read_open_rows(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """read_rows' work for rows whose shards are open."""
+        unique, first_position, position_of = np.unique(
+            rows, return_index=True, return_inverse=True
+        )
+        buffers = out.reshape(len(rows), self.image_bytes // self.dtype.itemsize).view(np.uint8)
+        shard_of = np.searchsorted(self.starts, unique, side="right") - 1
+        run: list[memoryview] = []  # buffers of adjacent chunks, read by one preadv
         run_shard, run_start, run_end = -1, 0, 0  # the run's shard and byte range in its file
-        together = zip(unique.tolist(), shard_of.tolist(), first_row.tolist(), strict=True)
-        for image, shard, row in together:
-            offset = int(self._readers[shard].offsets[image - self.firsts[shard]])
+        together = zip(unique.tolist(), shard_of.tolist(), first_position.tolist(), strict=True)
+        for row, shard, position in together:
+            offset = int(self._readers[shard].offsets[row - self.starts[shard]])
             if run and (shard != run_shard or offset != run_end or len(run) == IOV_MAX):
                 self._read_run(run_shard, run_start, run)
                 run = []
             if not run:
                 run_shard, run_start, run_end = shard, offset, offset
-            run.append(memoryview(rows[row]))
+            run.append(memoryview(buffers[position]))
             run_end += self.image_bytes
         self._read_run(run_shard, run_start, run)
-        repeats = np.flatnonzero(first_row[row_of] != np.arange(len(images)))
-        out[repeats] = out[first_row[row_of[repeats]]]  # an image asked for twice: read once
+        repeats = np.flatnonzero(first_position[position_of] != np.arange(len(rows)))
+        out[repeats] = out[first_position[position_of[repeats]]]  # asked for twice: read once
 
     def load_all(self) -> np.ndarray:
-        """The whole split in RAM: [N, H, W, C] (e.g. 15k val images at 14×14×1024 ≈ 6 GB)."""
+        """The whole split in RAM, by row: [N, H, W, C] (e.g. 15k val images at 14×14×1024 ≈
+        6 GB); row r holds image image_indices[r]."""
         features = np.empty((len(self), *self.shape), dtype=self.dtype)
-        self.read_batch(np.arange(len(self)), features)
+        self.read_rows(np.arange(len(self)), features)
         return features
 
     def check_shards(self) -> None:

@@ -1,7 +1,8 @@
 """The `extract` stage: every CLEVR image → ResNet C4 features in resumable HDF5 shards.
 
 Before the SNMN can answer "Are there more cubes than spheres?" about image 42 of val, each image is
-encoded once: decoded and resized in worker processes (pipeline/vision/images.py) while the
+encoded once (every image present: a split may be any subset of CLEVR, its indices with gaps, and
+the manifest lists which indices have features; the stages that read them skip the rest): decoded and resized in worker processes (pipeline/vision/images.py) while the
 truncated ResNet (pipeline/vision/backbone.py) runs on the previous batch, and written shard by
 shard (pipeline/data/shards.py). A rerun skips the shards already finished, so a killed run loses at
 most the shard in progress; a shard whose images changed since (even at the same size) is redone. A
@@ -128,7 +129,7 @@ def extract_features(config: ExtractConfig) -> ExtractSummary:
         ]
         todo = sum(shard.count for plan in plans for shard in plan.todo)
         progress = Progress(todo, "images", "extract")
-        reused = sum(len(paths) for paths in images.values()) - progress.total
+        reused = sum(len(split_images) for split_images in images.values()) - progress.total
         if config.num_workers > 1 or config.ray_address:
             _run_on_ray(config, backbone, plans, progress)
         else:
@@ -150,7 +151,7 @@ def verify_features(config: ExtractConfig) -> int:
     for split in config.splits:
         path = manifest_path(config.output_dir, split)
         manifest = read_manifest(path) or {}
-        paths = [p.absolute() for p in list_split_images(config.images_dir, split)]
+        paths = {i: p.absolute() for i, p in list_split_images(config.images_dir, split).items()}
         planned = plan_shards(split, paths, manifest.get("shard_size", config.shard_size))
         problems += verify_manifest(path, planned)
         shards += len(manifest.get("shards", []))
@@ -224,7 +225,7 @@ def extract_shards(
     if not shards:
         return
     paths = [path for shard in shards for path in shard.paths]
-    indices = [shard.first_index + k for shard in shards for k in range(shard.count)]
+    indices = [index for shard in shards for index in shard.image_indices]
     batches, offset = [], 0
     for shard in shards:  # batches never straddle two shards
         for start in range(0, shard.count, config.batch_size):
@@ -247,8 +248,8 @@ def extract_shards(
                 images = next(loaded)  # [B, H, W, 3] uint8
                 if isinstance(images, str):
                     raise DataError(images)
-                first = shard.first_index + writer.written
-                where = f"{shard.split} images {first}..{first + len(images) - 1}"
+                written = shard.image_indices[writer.written : writer.written + len(images)]
+                where = f"{shard.split} images {written[0]}..{written[-1]}"
                 writer.write(extractor(images, where))
                 if progress is not None:
                     progress.advance(len(images))
@@ -282,18 +283,18 @@ def _calibrate(
     backbone: ConvFourBackbone,
     info: WeightsInfo,
     config: ExtractConfig,
-    paths: list[Path],
+    images: dict[int, Path],
     device: torch.device,
 ) -> WeightsInfo:
     """BatchNorm statistics of random weights from the first images of the first split; saved
     (the statistics only: the weights follow from the seed) next to the features, so a rerun
     uses exactly the same ones even where the calibration pass is not bit-reproducible (GPU)."""
-    sample = paths[: config.calibration_images]
+    sample = list(images.items())[: config.calibration_images]  # (image index, path)
     meta = {
         "backbone": config.backbone,
         "seed": config.seed,
         "input_size": [config.input_height, config.input_width],
-        "images": inputs_sha256(tuple(str(path) for path in sample)),
+        "images": inputs_sha256(tuple(str(path) for _, path in sample)),
     }
     split = config.splits[0]
     description = f"{info.description}, BatchNorm calibrated on {len(sample)} {split} images"
@@ -311,7 +312,7 @@ def _calibrate(
         torch.stack(
             [
                 torch.from_numpy(load_image(path, config.input_height, config.input_width, index))
-                for index, path in enumerate(sample[start : start + config.batch_size], start)
+                for index, path in sample[start : start + config.batch_size]
             ]
         ).to(device)
         for start in range(0, len(sample), config.batch_size)
@@ -331,7 +332,7 @@ def _is_bn_statistic(key: str) -> bool:
 def _plan_split(
     config: ExtractConfig,
     split: str,
-    paths: list[Path],
+    images: dict[int, Path],
     folder: Path,
     info: WeightsInfo,
     digest: str,
@@ -342,7 +343,7 @@ def _plan_split(
     settings = {
         "format": FORMAT,
         "split": split,
-        "num_images": len(paths),
+        "num_images": len(images),
         "backbone": config.backbone,
         "backbone_output": "torchvision ResNet layer3 (C4, stride 16)",
         "weights": info.source,
@@ -354,9 +355,11 @@ def _plan_split(
         "feature_shape": [*grid, channels],
         "dtype": config.dtype,
         "shard_size": config.shard_size,
-        "layout": "features [n, H, W, C] channels-last, one image per chunk; image_index [n]",
+        "layout": "features [n, H, W, C] channels-last, one image per chunk; image_index [n], "
+        "also listed by each shard's image_indices",
     }
-    shards = plan_shards(split, [path.absolute() for path in paths], config.shard_size)
+    absolute = {index: path.absolute() for index, path in images.items()}
+    shards = plan_shards(split, absolute, config.shard_size)
     kept = reusable_entries(read_manifest(folder / "manifest.json"), folder, settings, shards)
     removed = remove_leftovers(folder, split, keep={entry["file"] for entry in kept.values()})
     manifest = {**settings, "warning": NOT_PRETRAINED} if not info.pretrained else dict(settings)
@@ -365,7 +368,8 @@ def _plan_split(
     write_manifest(folder / "manifest.json", manifest)
     plan = SplitPlan(folder, manifest, [shard for shard in shards if shard.number not in kept])
     log.info(
-        f"extract {split}: {len(paths)} images in {len(shards)} shards; {len(kept)} done before, "
+        f"extract {split}: {len(images)} images (indices {min(images)}..{max(images)}) in "
+        f"{len(shards)} shards; {len(kept)} done before, "
         f"{len(plan.todo)} to do" + (f"; removed {len(removed)} stale files" if removed else "")
     )
     return plan

@@ -2,8 +2,8 @@
 
 To answer "What color is the large cube?" the model looks at ResNet features of
 ``images/val/CLEVR_val_000042.png``, a 480×320 RGBA PNG. This module finds a split's images (every
-PNG in its folder, named ``CLEVR_{split}_%06d.png``, indices 0..N-1 without gaps) and decodes one
-image into a [H, W, 3] uint8 array resized to the configured input size; `DecodedImages` does
+PNG in its folder, named ``CLEVR_{split}_%06d.png``; any subset of the split's indices, gaps
+allowed, as a partial download or a filtered split has them) and decodes one image into a [H, W, 3] uint8 array resized to the configured input size; `DecodedImages` does
 that inside DataLoader worker processes while the network runs on the previous batch.
 
 Decisions (documented here once):
@@ -46,11 +46,12 @@ def image_name(split: str, image_index: int) -> str:
     return f"CLEVR_{split}_{image_index:06d}.png"
 
 
-def list_split_images(images_dir: str | Path, split: str) -> list[Path]:
-    """Every PNG of `images_dir/split`, ordered by image index; position == image index.
+def list_split_images(images_dir: str | Path, split: str) -> dict[int, Path]:
+    """Every PNG of `images_dir/split`: image index → path, in index order. The indices may
+    have gaps (a subset of the split); the stages that read features skip what is absent.
 
-    Raises DataError naming the file when a PNG's name does not follow CLEVR_{split}_%06d.png,
-    when two files carry the same index, or when an index is missing from 0..N-1.
+    Raises DataError naming the file when a PNG's name does not follow CLEVR_{split}_%06d.png
+    or when two files carry the same index (CLEVR_val_42.png beside CLEVR_val_000042.png).
     """
     folder = Path(images_dir) / split
     if not folder.is_dir():
@@ -69,14 +70,7 @@ def list_split_images(images_dir: str | Path, split: str) -> list[Path]:
         by_index[index] = path
     if not by_index:
         raise DataError(f"{folder}: no PNG images for split {split!r}")
-    for expected in range(len(by_index)):
-        if expected not in by_index:
-            last = max(by_index)
-            raise DataError(
-                f"{folder / image_name(split, expected)}: missing (found {len(by_index)} images "
-                f"with indices up to {last}; indices must run 0..N-1 without gaps)"
-            )
-    return [by_index[index] for index in range(len(by_index))]
+    return {index: by_index[index] for index in sorted(by_index)}
 
 
 def load_image(path: str | Path, height: int, width: int, image_index: int = -1) -> np.ndarray:

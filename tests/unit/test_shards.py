@@ -28,14 +28,15 @@ def features_of(index):
     return np.full(SHAPE, index, dtype=np.float16) + np.arange(4, dtype=np.float16)
 
 
-def write_split(folder, count, shard_size):
-    """Write a complete split of `count` images (features_of(i)) and its manifest."""
-    images = []
-    for index in range(count):
+def write_split(folder, count, shard_size, indices=None):
+    """Write a complete split of `count` images (features_of(i)), image indices 0..count-1 or
+    `indices`, and its manifest."""
+    images = {}
+    for index in range(count) if indices is None else indices:
         path = folder / "images" / f"CLEVR_val_{index:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x" * (index + 1))
-        images.append(path)
+        images[index] = path
     shards = plan_shards("val", images, shard_size)
     entries = []
     for shard in shards:
@@ -43,21 +44,25 @@ def write_split(folder, count, shard_size):
             atomic_path(folder / shard.file_name) as temporary,
             ShardWriter(temporary, shard, SHAPE, "float16", {"split": "val"}) as writer,
         ):
-            first = shard.first_index
-            writer.write(np.stack([features_of(i) for i in range(first, first + shard.count)]))
+            writer.write(np.stack([features_of(i) for i in shard.image_indices]))
             entries.append(writer.finish(shard.inputs_sha256))
-    manifest = {"format": FORMAT, "num_images": count, "complete": True}
+    manifest = {"format": FORMAT, "num_images": len(images), "complete": True}
     manifest |= {"feature_shape": list(SHAPE)}
     manifest |= {"dtype": "float16", "pretrained": False, "backbone": "b", "shards": entries}
     write_manifest(folder / "manifest.json", manifest)
     return shards, manifest
 
 
+def image_folder(folder):
+    """image index → path of the PNGs write_split wrote, as list_split_images gives them."""
+    return {int(path.stem[-6:]): path for path in sorted((folder / "images").iterdir())}
+
+
 def test_plan_cuts_consecutive_shards(tmp_path):
-    images = []
+    images = {}
     for index in range(10):
-        images.append(tmp_path / f"CLEVR_val_{index:06d}.png")
-        images[-1].write_bytes(b"png %d" % index)
+        images[index] = tmp_path / f"CLEVR_val_{index:06d}.png"
+        images[index].write_bytes(b"png %d" % index)
     shards = plan_shards("val", images, 4)
     assert [(s.number, s.first_index, s.count) for s in shards] == [(0, 0, 4), (1, 4, 4), (2, 8, 2)]
     assert shards[2].file_name == "val_00002.h5"
@@ -77,7 +82,7 @@ def test_a_shard_is_chunked_per_image_and_renamed_when_complete(tmp_path):
 
 
 def test_an_interrupted_shard_leaves_nothing(tmp_path):
-    shard = ShardSpec("val", 0, 0, ("/x/a.png", "/x/b.png"), "digest")
+    shard = ShardSpec("val", 0, (0, 1), ("/x/a.png", "/x/b.png"), "digest")
     with pytest.raises(KeyboardInterrupt):
         with (
             atomic_path(tmp_path / shard.file_name) as temporary,
@@ -110,7 +115,7 @@ def test_reuse_needs_same_settings_inputs_and_checksum(tmp_path):
         handle.write(bytes([last[0] ^ 0xFF]))
     (tmp_path / "val_00002.h5").unlink()
     (tmp_path / "images" / "CLEVR_val_000000.png").write_bytes(b"changed input")
-    shards = plan_shards("val", sorted((tmp_path / "images").iterdir()), 2)
+    shards = plan_shards("val", image_folder(tmp_path), 2)
     assert set(reusable_entries(manifest, tmp_path, settings, shards)) == set()
     assert set(reusable_entries(manifest, tmp_path, settings, shards[1:])) == set()
     assert len(verify_manifest(tmp_path / "manifest.json")) == 2
@@ -120,7 +125,7 @@ def test_an_image_edited_at_the_same_size_redoes_its_shard_and_fails_verify(tmp_
     _, manifest = write_split(tmp_path, 5, 2)
     image = tmp_path / "images" / "CLEVR_val_000002.png"
     image.write_bytes(image.read_bytes().replace(b"x", b"y"))  # edited in place, same size
-    shards = plan_shards("val", sorted((tmp_path / "images").iterdir()), 2)
+    shards = plan_shards("val", image_folder(tmp_path), 2)
     settings = {"backbone": "b"}
     assert set(reusable_entries(manifest, tmp_path, settings, shards)) == {0, 2}
     assert verify_manifest(tmp_path / "manifest.json") == []  # shard files alone are intact
@@ -130,7 +135,7 @@ def test_an_image_edited_at_the_same_size_redoes_its_shard_and_fails_verify(tmp_
     ]
     write_manifest(tmp_path / "manifest.json", manifest | {"format": "snmn-features/1"})
     assert verify_manifest(tmp_path / "manifest.json", shards) == [
-        f"{tmp_path / 'manifest.json'}: format 'snmn-features/1', not 'snmn-features/2': its "
+        f"{tmp_path / 'manifest.json'}: format 'snmn-features/1', not 'snmn-features/3': its "
         "inputs digests do not cover the images' bytes; rerun `snmn extract`"
     ]
 
@@ -169,7 +174,7 @@ def test_store_reads_each_image_and_the_whole_split(tmp_path):
     everything = store.load_all()
     assert everything.shape == (7, *SHAPE)
     np.testing.assert_array_equal(everything, np.stack([features_of(i) for i in range(7)]))
-    with pytest.raises(IndexError):
+    with pytest.raises(DataError, match="no features for image index 7"):
         store[7]
     store.close()
 
@@ -184,7 +189,7 @@ def test_a_batch_is_read_in_its_own_order_across_shards_with_repeats(tmp_path, t
     np.testing.assert_array_equal(batch, np.stack([features_of(i) for i in images]))
     with pytest.raises(ValueError, match="out must be"):
         store.read_batch(images, np.empty((len(images), *SHAPE), dtype=np.float32))
-    with pytest.raises(IndexError, match="image index 7 out of range"):
+    with pytest.raises(DataError, match="no features for image index 7"):
         store.read_batch(np.array([1, 7]), np.empty((2, *SHAPE), dtype=np.float16))
 
 
@@ -234,3 +239,38 @@ def test_store_refuses_an_incomplete_split(tmp_path):
     write_manifest(tmp_path / "manifest.json", manifest)
     with pytest.raises(DataError, match="features incomplete"):
         FeatureStore(tmp_path / "manifest.json")
+
+
+def test_a_subset_with_gaps_maps_image_indices_to_rows(tmp_path):
+    indices = [2, 5, 6, 11, 40]  # a subset of the split: gaps before, between and after
+    shards, manifest = write_split(tmp_path, 0, 2, indices)
+    assert [shard.image_indices for shard in shards] == [(2, 5), (6, 11), (40,)]
+    assert [entry["image_indices"] for entry in manifest["shards"]] == [[2, 5], [6, 11], [40]]
+    with h5py.File(tmp_path / "val_00001.h5") as handle:
+        assert list(handle["image_index"][:]) == [6, 11]
+    assert verify_manifest(tmp_path / "manifest.json", shards) == []
+    store = FeatureStore(tmp_path / "manifest.json")
+    assert len(store) == 5 and store.image_indices.tolist() == indices
+    batch = np.empty((4, *SHAPE), dtype=np.float16)
+    store.read_batch(np.array([40, 2, 11, 2]), batch, threads=2)
+    np.testing.assert_array_equal(batch, np.stack([features_of(i) for i in (40, 2, 11, 2)]))
+    np.testing.assert_array_equal(store.load_all()[3], features_of(11))  # by row
+    assert store.rows_of(np.array([11, 2])).tolist() == [3, 0]
+    for absent in (0, 3, 41):
+        with pytest.raises(DataError) as error:
+            store[absent]
+        assert str(error.value) == (
+            f"{tmp_path / 'manifest.json'}: no features for image index {absent} (the store "
+            "holds 5 images; `image_indices` lists them)"
+        )
+
+
+def test_a_format_2_manifest_is_refused_in_one_line(tmp_path):
+    _, manifest = write_split(tmp_path, 3, 2)
+    write_manifest(tmp_path / "manifest.json", manifest | {"format": "snmn-features/2"})
+    with pytest.raises(DataError) as error:
+        FeatureStore(tmp_path / "manifest.json")
+    assert str(error.value) == (
+        f"{tmp_path / 'manifest.json'}: format 'snmn-features/2', this version reads "
+        "'snmn-features/3' (shards list their image indices); rerun `snmn extract`"
+    )
