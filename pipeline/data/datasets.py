@@ -13,8 +13,12 @@ gather and to copy. Where the features live is `features_storage`:
   copy to it is asynchronous. The OS page cache holds the store once per machine for all
   workers; a store larger than RAM is read from disk the same way.
 - `device`: the whole split copied once onto the training device (a GPU's memory; on the CPU,
-  the process's own RAM) and gathered there with one index_select; refused in one line when it
-  does not fit.
+  the process's own RAM) in the store's row order and gathered there with one index_select by
+  row (FeatureStore.rows_of: image index → row); refused in one line when it does not fit.
+
+A split may be a subset of CLEVR whose features cover only some of the images its questions ask
+about (a partial download): `rows_with_features` are the questions whose image has features, the
+only ones training draws and evaluation scores; the others are counted, never read.
 
 Order: `EpochBatchSampler` shuffles every epoch with a seed-derived permutation, deals it out to
 the ranks and cuts fixed-size batches; from a step number alone it knows where it is, so a resumed
@@ -155,11 +159,8 @@ class QuestionDataset(Dataset):
     ) -> None:
         self.questions = questions
         self.store = FeatureStore(manifest_path(features_dir, questions.split))
-        if len(questions) and questions.image_index.max() >= len(self.store):
-            raise DataError(
-                f"{self.store.manifest_path}: has {len(self.store)} images but the "
-                f"{questions.split} questions refer to image {questions.image_index.max()}"
-            )
+        has_features = np.isin(questions.image_index, self.store.image_indices)  # [N]
+        self.rows_with_features = np.flatnonzero(has_features)  # [M] question rows
         self.store.check_shards()  # every shard checked here, not first in a DataLoader worker
         self.pin_memory = device.type == "cuda" and storage == "page_cache"
         self.read_threads = read_threads
@@ -168,6 +169,22 @@ class QuestionDataset(Dataset):
     @property
     def feature_shape(self) -> tuple[int, int, int]:
         return self.store.shape  # (H, W, C)
+
+    @property
+    def questions_skipped(self) -> int:
+        """Questions whose image has no features (never drawn nor scored)."""
+        return len(self.questions) - len(self.rows_with_features)
+
+    def skipped_line(self) -> str:
+        """What was skipped, for the log: "skipped 3 of 60 train questions: ..." ("" if none)."""
+        if not self.questions_skipped:
+            return ""
+        rows = np.setdiff1d(np.arange(len(self.questions)), self.rows_with_features)
+        return (
+            f"skipped {self.questions_skipped:,} of {len(self.questions):,} "
+            f"{self.questions.split} questions: their images have no features in "
+            f"{self.store.manifest_path} (the first: image {self.questions.image_index[rows[0]]})"
+        )
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -193,7 +210,8 @@ class QuestionDataset(Dataset):
     def features(self, images: np.ndarray) -> torch.Tensor:
         """[B, H, W, C] features of `images` [B] in the store's dtype (see the module docstring)."""
         if self.resident is not None:
-            return self.resident.index_select(0, torch.from_numpy(images).to(self.resident.device))
+            rows = torch.from_numpy(self.store.rows_of(images))  # [B] rows of the store
+            return self.resident.index_select(0, rows.to(self.resident.device))
         batch = torch.empty(
             (len(images), *self.store.shape),
             dtype=torch.from_numpy(np.empty(0, self.store.dtype)).dtype,
@@ -204,8 +222,8 @@ class QuestionDataset(Dataset):
 
 
 def resident_features(store: FeatureStore, device: torch.device) -> torch.Tensor:
-    """The whole split on `device`: [N, H, W, C] in the store's dtype, read shard-sized piece by
-    piece; ConfigError when it would leave less than a tenth of the device's free memory."""
+    """The whole split on `device`: [N, H, W, C] in the store's dtype and row order (row r is
+    image store.image_indices[r]), read shard-sized piece by piece; ConfigError when it would leave less than a tenth of the device's free memory."""
     needed = len(store) * store.image_bytes
     free = free_memory_bytes(device)
     if needed > 0.9 * free:
@@ -219,9 +237,9 @@ def resident_features(store: FeatureStore, device: torch.device) -> torch.Tensor
         (len(store), *store.shape), dtype=torch.from_numpy(piece).dtype, device=device
     )
     for start in range(0, len(store), RESIDENT_PIECE):
-        images = np.arange(start, min(start + RESIDENT_PIECE, len(store)))
-        store.read_batch(images, piece[: len(images)])
-        resident[start : start + len(images)].copy_(torch.from_numpy(piece[: len(images)]))
+        rows = np.arange(start, min(start + RESIDENT_PIECE, len(store)))
+        store.read_rows(rows, piece[: len(rows)])
+        resident[start : start + len(rows)].copy_(torch.from_numpy(piece[: len(rows)]))
     return resident
 
 
@@ -282,8 +300,8 @@ class CurriculumBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     "What color is the metal cylinder?" (Find, DescribeOne) before "Is there a brown thing left
     of the small brown rubber sphere?" (five modules): stage k lasts `stage_steps[k]` iterations
-    and draws only `stage_rows[k]`; after the last stage every question is drawn. Resumable at
-    any step, like EpochBatchSampler.
+    and draws only `stage_rows[k]`; after the last stage every question is drawn (every one of
+    `drawn`, if given). Resumable at any step, like EpochBatchSampler.
     """
 
     def __init__(
@@ -296,7 +314,9 @@ class CurriculumBatchSampler(torch.utils.data.Sampler[list[int]]):
         world_size: int,
         seed: int,
         start_step: int,
+        drawn: np.ndarray | None = None,
     ) -> None:
+        """`drawn`: the rows drawn after the last stage; None = all `size`."""
         shared = dict(batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
         self.stages: list[tuple[int, EpochBatchSampler]] = []  # (iterations left, sampler)
         begin = 0
@@ -305,7 +325,9 @@ class CurriculumBatchSampler(torch.utils.data.Sampler[list[int]]):
             sampler = EpochBatchSampler(size, **shared, start_step=done, rows=rows)
             self.stages.append((steps - done, sampler))
             begin += steps
-        self.all = EpochBatchSampler(size, **shared, start_step=max(0, start_step - begin))
+        self.all = EpochBatchSampler(
+            size, **shared, start_step=max(0, start_step - begin), rows=drawn
+        )
 
     def __iter__(self) -> Iterator[list[int]]:
         for steps, sampler in self.stages:
@@ -322,7 +344,8 @@ def layout_sizes(layouts: np.ndarray) -> np.ndarray:
     return np.where(layouts[:, 0] < 0, -1, sizes)
 
 
-def evaluation_rows(size: int, rank: int, world_size: int, limit: int = 0) -> list[int]:
-    """This rank's disjoint share of the first `limit` (0 = all) rows, with no padding."""
-    total = size if limit <= 0 else min(size, limit)
-    return list(range(rank, total, world_size))
+def evaluation_rows(rows: np.ndarray, rank: int, world_size: int, limit: int = 0) -> list[int]:
+    """This rank's disjoint share of the first `limit` (0 = all) of `rows` (a dataset's
+    rows_with_features), with no padding."""
+    total = len(rows) if limit <= 0 else min(len(rows), limit)
+    return rows[rank:total:world_size].tolist()

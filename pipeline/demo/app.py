@@ -7,7 +7,7 @@ plain HTML, CSS and JS, nothing fetched from outside) only calls the JSON API be
 FastAPI documents at /openapi.json:
 
     GET  /api/info                      model, image set, limits
-    GET  /api/images?offset=&limit=     image ids, their URLs and suggested questions
+    GET  /api/images?offset=&limit=     image ids (those with features), URLs, suggested questions
     GET  /api/images/{id}               the PNG of image {id} (an integer checked against the split)
     POST /api/ask                       {"image_id": 7, "question": "..."} → the reasoning
     POST /api/ask/upload?question=...   body: the PNG bytes (Content-Type image/png) → the same
@@ -118,7 +118,7 @@ def create_app(service: DemoService) -> FastAPI:
         offset: int = Query(0, ge=0), limit: int = Query(24, ge=1, le=PAGE_SIZE_MAX)
     ) -> ImagePage:
         """A page of the split's images with their suggested questions."""
-        ids = range(offset, min(offset + limit, len(service)))
+        ids = service.store.image_indices[offset : offset + limit].tolist()  # those present
         entries = [
             ImageEntry(id=i, url=f"/api/images/{i}", questions=service.questions(i)) for i in ids
         ]

@@ -7,6 +7,8 @@ returns the trace: for every step whose module is not NoOp, the module and its p
 question words weighted by that step's text attention, the attention map on top of the stack
 (softmax over the H×W cells) and the stack depth; then the answer (VQA) and/or the box
 (CLEVR-Ref). A word the training questions never used is read as <unk> and marked unknown.
+The images offered are those of the split that have features (FeatureStore.image_indices): on a
+subset of CLEVR, the ones present, gaps and all; any other id is a 404.
 
 A model comes from a model.pt path or an MLflow URI (runs:/<run id>[/<artifact>.pt],
 models:/<name>/<version>, models:/<name>@<alias>, models:/<logged model id>); only the model.pt
@@ -282,11 +284,13 @@ class DemoService:
         )
 
     def _check_id(self, image_id: int) -> None:
-        if not 0 <= image_id < len(self.store):
+        known = self.store.image_indices
+        position = int(np.searchsorted(known, image_id))
+        if position == len(known) or known[position] != image_id:
             raise DemoError(
                 404,
-                f"image {image_id} not found: split {self.settings.split!r} has images "
-                f"0..{len(self.store) - 1}",
+                f"image {image_id} not found: split {self.settings.split!r} has {len(known)} "
+                f"images with features, ids {known[0]}..{known[-1]}",
             )
 
     def _check_grid(self) -> None:

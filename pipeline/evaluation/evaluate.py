@@ -10,6 +10,11 @@ accuracy per question type and family, P@1, agreement with the expert layouts, m
 step, faithfulness of the attention (pipeline/evaluation/faithfulness.py), optionally the
 question-only baseline — written as DVC metrics, set next to the paper
 (pipeline/evaluation/paper.py) and logged to the MLflow run that trained the model.
+
+On a subset of CLEVR (features extracted for some of the images the questions ask about) the
+questions whose image has features are scored and the others skipped: each split's `questions`
+says how many of how many were scored and skipped, and the comparability note says it too, since
+numbers on part of a split do not compare with the paper's.
 """
 
 from __future__ import annotations
@@ -165,7 +170,7 @@ def evaluate_split(
     tokens = read_parquet(Path(settings.tokens_dir) / f"{split}.parquet", columns=["position"])
     grid = model_box_grid(table, config.feature_height, config.feature_width)
     dataset = QuestionDataset(table, settings.features_dir, settings.features_storage, device)
-    rows = evaluation_rows(len(table), 0, 1, settings.max_questions)
+    rows = evaluation_rows(dataset.rows_with_features, 0, 1, settings.max_questions)
     questions_path = Path(settings.questions_dir) / f"{settings.dataset}_{split}_questions.json"
     info = stream_json(questions_path, "questions")[0] if questions_path.is_file() else {}
     meter, skipped = _faithfulness_meter(settings, split, table, tokens, grid)
@@ -176,13 +181,26 @@ def evaluate_split(
             attention = output.top_attention.flatten(2).float().softmax(dim=2)  # [B, T, N]
             meter.add(batch["rows"].cpu().numpy(), attention.cpu().numpy())
 
+    if dataset.questions_skipped:
+        _say(dataset.skipped_line())
+    if not rows:
+        raise DataError(
+            f"{dataset.store.manifest_path}: none of the {len(table):,} {split} questions has "
+            "its image's features; extract the images they ask about"
+        )
     _say(f"{split}: {len(rows)} questions")
     predictions = collect_predictions(
         model, dataset, rows, settings.batch_size, device, grid, on_batch
     )
+    questions = {
+        "total": len(table),
+        "scored": len(rows),
+        "skipped_without_features": dataset.questions_skipped,
+    }
     section: dict[str, Any] = {
         "split": split,
-        "dataset": describe_dataset(info, split, dataset.store.manifest),
+        "dataset": describe_dataset(info, split, dataset.store.manifest, questions),
+        "questions": questions,
     }
     if task == "vqa":
         names = {f["index"]: f["name"] for f in info.get("families", []) if "name" in f}

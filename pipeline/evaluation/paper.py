@@ -5,7 +5,9 @@
 holds that table (Hu et al., ECCV 2018, Tables 1 and 2; the port's README) with where each number
 comes from, decides which row a trained model belongs to (task, with or without expert layouts), and
 writes the comparison as Markdown and JSON. It says plainly which dataset the run used: numbers on
-the offline mini-CLEVR, or on features from untrained weights, are not comparable with the paper's.
+the offline mini-CLEVR, on features from untrained weights, or on part of a split (a subset of CLEVR
+whose other images have no features, or evaluate.max_questions), are not comparable with the
+paper's.
 """
 
 from __future__ import annotations
@@ -56,11 +58,16 @@ def setting_of(task: str, use_layouts: bool) -> str:
 
 
 def describe_dataset(
-    questions_info: dict[str, Any], split: str, features: dict[str, Any] | None
+    questions_info: dict[str, Any],
+    split: str,
+    features: dict[str, Any] | None,
+    questions: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Which dataset a split is, and why its numbers may not compare with the paper's.
 
-    `questions_info` is the `info` of the questions file; `features` the feature manifest.
+    `questions_info` is the `info` of the questions file; `features` the feature manifest;
+    `questions` how many of the split's were scored: {"total", "scored",
+    "skipped_without_features"} (the rest were beyond evaluate.max_questions).
     """
     version = str(questions_info.get("version", ""))
     mini = version.lower().startswith("mini-clevr")
@@ -79,6 +86,16 @@ def describe_dataset(
         )
     elif features is not None and features.get("backbone") != "resnet101":
         reasons.append(f"image features come from {features.get('backbone')}, not ResNet-101")
+    if questions is not None and questions["scored"] < questions["total"]:
+        why = []
+        if questions["skipped_without_features"]:
+            why.append(f"{questions['skipped_without_features']:,} have no image features")
+        if questions["total"] - questions["skipped_without_features"] > questions["scored"]:
+            why.append("evaluate.max_questions stopped before the rest")
+        reasons.append(
+            f"{questions['scored']:,} of {questions['total']:,} {split} questions scored "
+            f"({'; '.join(why)})"
+        )
     return {"name": name, "split": split, "comparable": not reasons, "reasons": reasons}
 
 

@@ -98,7 +98,7 @@ def _examples(
     text = read_parquet(Path(settings.tokens_dir) / f"{split}.parquet", columns=columns)
     grid = model_box_grid(table, config.feature_height, config.feature_width)
     dataset = QuestionDataset(table, settings.features_dir)  # a few questions: page_cache
-    candidates = evaluation_rows(len(table), 0, 1, settings.candidates)
+    candidates = evaluation_rows(dataset.rows_with_features, 0, 1, settings.candidates)
     predictions = collect_predictions(model, dataset, candidates, 64, device, grid)
     if task == "vqa":
         right = predictions.answers == table.answers[predictions.rows]

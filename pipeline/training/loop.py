@@ -9,6 +9,9 @@ a VQA batch and one on a CLEVR-Ref batch (the paper's joint training).
 The loop sees a small WorkerContext (rank, world size, device), a Reporter (checkpoints: Ray Train
 in production, a local folder in tests) and the MLflow run to log into; it never imports Ray.
 Metrics are accumulated on the device and reduced over ranks as integer counts at log time.
+Questions whose image has no features (a subset of CLEVR was extracted) are skipped, never drawn
+nor validated: rank 0 says how many and logs them as `{task}_{train|val}_questions_skipped` at
+step 0; a split left with none refuses to train in one line.
 
 `train_loop` reads as the recipe, and the file follows it: set up (tracker, data, build or resume
 the Run, loaders), one iteration (rate, update per task), then at the iterations the params ask
@@ -48,7 +51,7 @@ from pipeline.data.datasets import (
     read_question_table,
 )
 from pipeline.data.text import Vocabulary, load_question_vocabulary
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, DataError
 from pipeline.progress import Progress
 from pipeline.runtime.inference import (
     accuracy_counts,
@@ -130,6 +133,7 @@ def train_loop(
     announce_workers(worker, tracker)
 
     tasks = load_data(config, device)
+    announce_skipped(tasks, worker, tracker)
     check_layouts(train, tasks)
     model_config = resolve_model_config(config, tasks)
     grid = model_box_grid(
@@ -188,6 +192,21 @@ def announce_workers(worker: WorkerContext, tracker: Tracker) -> None:
         tracker.log_metrics({"num_workers": worker.world_size, "num_nodes": nodes}, step=0)
 
 
+def announce_skipped(tasks: list[TaskData], worker: WorkerContext, tracker: Tracker) -> None:
+    """Rank 0 says which questions are skipped (their images have no features) and logs the
+    counts, zeros included, as `{task}_{train|val}_questions_skipped` at step 0."""
+    if worker.rank != 0:
+        return
+    counts = {}
+    for data in tasks:
+        for role, dataset in (("train", data.train), ("val", data.val)):
+            if dataset is not None:
+                counts[f"{data.task}_{role}_questions_skipped"] = dataset.questions_skipped
+                if dataset.questions_skipped:
+                    _say(dataset.skipped_line())
+    tracker.log_metrics(counts, step=0)
+
+
 def load_data(config: Config, device: torch.device = CPU) -> list[TaskData]:
     """The datasets of the task(s) that model.task asks for, their features where
     train.features_storage says (on `device` for `device`)."""
@@ -206,15 +225,20 @@ def load_data(config: Config, device: torch.device = CPU) -> list[TaskData]:
                 datasets.append(None)
                 continue
             questions = read_question_table(train.tokens_dir, split, steps)
-            datasets.append(
-                QuestionDataset(
-                    questions,
-                    train.features_dir,
-                    train.features_storage,
-                    device,
-                    train.features_read_threads,
-                )
+            dataset = QuestionDataset(
+                questions,
+                train.features_dir,
+                train.features_storage,
+                device,
+                train.features_read_threads,
             )
+            if len(questions) and not len(dataset.rows_with_features):
+                raise DataError(
+                    f"{dataset.store.manifest_path}: none of the {len(questions):,} {split} "
+                    f"questions has its image's features (the first asks about image "
+                    f"{questions.image_index[0]}); extract the images they ask about"
+                )
+            datasets.append(dataset)
         tasks.append(TaskData(task, datasets[0], datasets[1]))
     return tasks
 
@@ -247,7 +271,8 @@ def check_layouts(train: TrainConfig, tasks: list[TaskData]) -> None:
     if not train.use_layouts:
         return
     for data in tasks:
-        missing = int((data.train.questions.layouts[:, 0] < 0).sum())
+        layouts = data.train.questions.layouts[data.train.rows_with_features]  # [M, T]
+        missing = int((layouts[:, 0] < 0).sum())
         if missing:
             raise ConfigError(
                 f"train.use_layouts is true but {missing} questions of split "
@@ -354,12 +379,13 @@ def batch_sampler(
         seed=train.seed + index,
         start_step=start,
     )
+    drawn = data.train.rows_with_features  # [M] the questions whose image has features
     if not train.curriculum_iterations:
-        return EpochBatchSampler(len(data.train), **shared)
-    sizes = layout_sizes(data.train.questions.layouts)
+        return EpochBatchSampler(len(data.train), **shared, rows=drawn)
+    sizes = layout_sizes(data.train.questions.layouts[drawn])  # [M]
     stage_rows = []
     for most in train.curriculum_max_modules:
-        rows = np.flatnonzero((sizes >= 1) & (sizes <= most))
+        rows = drawn[(sizes >= 1) & (sizes <= most)]
         if len(rows) < train.batch_size:
             raise ConfigError(
                 f"train.curriculum_max_modules: only {len(rows)} questions of split "
@@ -369,7 +395,7 @@ def batch_sampler(
             )
         stage_rows.append(rows)
     return CurriculumBatchSampler(
-        len(data.train), stage_rows, list(train.curriculum_iterations), **shared
+        len(data.train), stage_rows, list(train.curriculum_iterations), **shared, drawn=drawn
     )
 
 
@@ -605,7 +631,7 @@ def validate(
         if data.val is None:
             continue
         rows = evaluation_rows(
-            len(data.val), worker.rank, worker.world_size, train.eval_max_questions
+            data.val.rows_with_features, worker.rank, worker.world_size, train.eval_max_questions
         )
         found = accuracy_counts(model, data.val, rows, EVAL_BATCH_SIZE, device, grid)
         metrics.update({f"val_{data.task}_{key}": value for key, value in found.items()})

@@ -55,9 +55,10 @@ def test_too_few_questions_for_a_batch_is_a_clear_error():
 
 
 def test_evaluation_rows_split_without_padding_or_overlap():
-    shares = [evaluation_rows(7, rank, 3) for rank in range(3)]
+    shares = [evaluation_rows(np.arange(7), rank, 3) for rank in range(3)]
     assert sorted(sum(shares, [])) == list(range(7))
-    assert evaluation_rows(7, 0, 1, limit=3) == [0, 1, 2]
+    assert evaluation_rows(np.arange(7), 0, 1, limit=3) == [0, 1, 2]
+    assert evaluation_rows(np.array([1, 4, 5, 9]), 1, 2) == [4, 9]  # rows with features only
 
 
 def test_layout_sizes_count_modules_other_than_noop():
