@@ -4,7 +4,9 @@ Before training SNMN for hours on "Is the metal cylinder the same size as the re
 linear probe per attribute on the feature cell under each object's centre (pipeline/vision/probe.py,
 cross-validated over folds of images) and compare it with the majority class. Works for any
 features manifest plus the scenes of the same split, e.g. `snmn probe-features --manifest
-data/features/val/manifest.json --scenes data/mini-clevr/scenes/CLEVR_val_scenes.json`.
+data/features/val/manifest.json --scenes data/mini-clevr/scenes/CLEVR_val_scenes.json`. Scenes
+whose image has no features (a subset of the split was extracted) are skipped; the count is
+printed and written to the JSON as `skipped_scenes`.
 """
 
 from __future__ import annotations
@@ -60,7 +62,10 @@ def command(
     cells = object_cells(manifest_path, scenes_path, (image_height, image_width))
     rows = probe(cells, folds, seed)
     click.echo(format_table(rows, title=f"linear probe: {manifest_path}"))
+    if cells.skipped_scenes:
+        click.echo(f"skipped {cells.skipped_scenes} scenes: their images have no features")
     if output_path:
         table = {row.attribute: asdict(row) for row in rows}
-        text = json.dumps({"manifest": manifest_path, "probe": table}, indent=2)
+        found = {"manifest": manifest_path, "skipped_scenes": cells.skipped_scenes, "probe": table}
+        text = json.dumps(found, indent=2)
         write_atomic(output_path, lambda temporary: temporary.write_text(text))

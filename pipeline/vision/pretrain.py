@@ -14,7 +14,9 @@ training image is mirrored left to right with probability 1/2 (1,400 images are 
 scene has the same objects). Only images/train and {dataset}_train_scenes.json are read; the last
 `holdout_images` train images are kept out of training to report a held-out accuracy (of all object
 cells, so a little below the probe's centre cells). Images are decoded once into a uint8 tensor [N,
-H, W, 3] at the extractor's input size.
+H, W, 3] at the extractor's input size. A scene whose image is absent (a subset of CLEVR: a partial
+download) is skipped, counted in the log and in the metrics (`skipped_scenes`); `max_images` then
+takes the first scenes that have an image.
 
 Outputs: the truncated backbone's state_dict (what extract.weights loads), a metrics JSON and a
 CSV training curve. A checkpoint written after every epoch lets a killed run resume; the same
@@ -186,6 +188,7 @@ class SceneImages:
     labels: torch.Tensor
     weights: torch.Tensor
     scenes_sha256: str
+    skipped_scenes: int = 0  # scenes whose image file is absent
 
     def __len__(self) -> int:
         return len(self.images)
@@ -205,11 +208,23 @@ def train_paths(config: PretrainConfig) -> tuple[Path, Path]:
 
 
 def load_scene_images(config: PretrainConfig) -> SceneImages:
-    """Decode every (or the first max_images) train image once and label its cells."""
+    """Decode every (or the first max_images) train image once and label its cells; scenes
+    whose image is absent are skipped (counted in `skipped_scenes`)."""
     images_dir, scenes_path = train_paths(config)
     if not scenes_path.is_file():
         raise DataError(f"{scenes_path}: scenes file not found (pretraining reads train scenes)")
     scenes = read_scenes(scenes_path)
+    present = [scene for scene in scenes if (images_dir / scene.image_filename).is_file()]
+    skipped = len(scenes) - len(present)
+    if skipped:
+        first = next(s for s in scenes if not (images_dir / s.image_filename).is_file())
+        log.info(
+            f"pretrain: skipped {skipped} of {len(scenes)} scenes: their images are absent from "
+            f"{images_dir} (the first: {first.image_filename})"
+        )
+    if not present and scenes:
+        raise DataError(f"{images_dir}: none of the {len(scenes)} scenes' images is there")
+    scenes = present
     if config.max_images:
         scenes = scenes[: config.max_images]
     if not scenes:
@@ -231,7 +246,7 @@ def load_scene_images(config: PretrainConfig) -> SceneImages:
         )
     digest = hashlib.sha256(scenes_path.read_bytes()).hexdigest()
     tensors = (torch.from_numpy(array) for array in (images, labels, weights))
-    return SceneImages(*tensors, digest)
+    return SceneImages(*tensors, digest, skipped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,6 +432,7 @@ def _train(
     networks = build_networks(config, steps_per_epoch * config.epochs)
     checkpoint_path = _checkpoint_path(config)
     meta = {**to_dict(config), "torch_threads": None, "scenes_sha256": data.scenes_sha256}
+    meta["skipped_scenes"] = data.skipped_scenes  # images deleted since: not the same data
     state = _load_checkpoint(checkpoint_path, meta)
     first_epoch, curve, seconds = 0, [], 0.0
     if state is not None:
@@ -448,6 +464,7 @@ def _train(
         "grid_size": list(grid_size(config.input_height, config.input_width)),
         "train_images": train_count,
         "holdout_images": len(holdout),
+        "skipped_scenes": data.skipped_scenes,
         "epochs": config.epochs,
         "train_seconds": round(seconds, 1),
         "images_per_second": round(train_count * config.epochs / max(seconds, 1e-9), 2),
