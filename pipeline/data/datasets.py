@@ -223,7 +223,8 @@ class QuestionDataset(Dataset):
 
 def resident_features(store: FeatureStore, device: torch.device) -> torch.Tensor:
     """The whole split on `device`: [N, H, W, C] in the store's dtype and row order (row r is
-    image store.image_indices[r]), read shard-sized piece by piece; ConfigError when it would leave less than a tenth of the device's free memory."""
+    image store.image_indices[r]), read shard-sized piece by piece; ConfigError when it would
+    leave less than a tenth of the device's free memory."""
     needed = len(store) * store.image_bytes
     free = free_memory_bytes(device)
     if needed > 0.9 * free:

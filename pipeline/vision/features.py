@@ -2,9 +2,10 @@
 
 Before the SNMN can answer "Are there more cubes than spheres?" about image 42 of val, each image is
 encoded once (every image present: a split may be any subset of CLEVR, its indices with gaps, and
-the manifest lists which indices have features; the stages that read them skip the rest): decoded and resized in worker processes (pipeline/vision/images.py) while the
-truncated ResNet (pipeline/vision/backbone.py) runs on the previous batch, and written shard by
-shard (pipeline/data/shards.py). A rerun skips the shards already finished, so a killed run loses at
+the manifest lists which indices have features; the stages that read them skip the rest):
+decoded and resized in worker processes (pipeline/vision/images.py) while the truncated ResNet
+(pipeline/vision/backbone.py) runs on the previous batch, and written shard by shard
+(pipeline/data/shards.py). A rerun skips the shards already finished, so a killed run loses at
 most the shard in progress; a shard whose images changed since (even at the same size) is redone. A
 run holds the writer lock of output_dir throughout (pipeline/locks.py): a second `snmn extract` into
 the same folder stops at once with one line instead of rewriting the first one's manifest.

@@ -3,8 +3,9 @@
 To answer "What color is the large cube?" the model looks at ResNet features of
 ``images/val/CLEVR_val_000042.png``, a 480×320 RGBA PNG. This module finds a split's images (every
 PNG in its folder, named ``CLEVR_{split}_%06d.png``; any subset of the split's indices, gaps
-allowed, as a partial download or a filtered split has them) and decodes one image into a [H, W, 3] uint8 array resized to the configured input size; `DecodedImages` does
-that inside DataLoader worker processes while the network runs on the previous batch.
+allowed, as a partial download or a filtered split has them) and decodes one image into a
+[H, W, 3] uint8 array resized to the configured input size; `DecodedImages` does that inside
+DataLoader worker processes while the network runs on the previous batch.
 
 Decisions (documented here once):
 - RGBA: the alpha channel is dropped (CLEVR's alpha is opaque everywhere), not composited.
