@@ -41,6 +41,18 @@ REAL_CLEVR_SAMPLE = next(
     ),
     REPO.parent / "shared" / "real_clevr_sample",
 )
+# 100 real CLEVR v1.0 train images with indices 0..383 and gaps, and their scenes (a subset).
+REAL_CLEVR_TRAIN_SAMPLE = next(
+    (
+        path
+        for path in (
+            REPO.parent / "shared" / "real_clevr_train_sample",
+            Path("/work/shared/real_clevr_train_sample"),
+        )
+        if path.is_dir()
+    ),
+    REPO.parent / "shared" / "real_clevr_train_sample",
+)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the snmn command sets it (stages/cli.py)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
