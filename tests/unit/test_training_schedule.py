@@ -41,7 +41,8 @@ def test_unknown_schedule_is_refused():
 
 
 def task_data(layouts: list[list[int]]):
-    """A stand-in TaskData: the sampler reads only the layouts and the number of questions."""
+    """A stand-in TaskData: the sampler reads only the layouts, the number of questions and
+    the rows whose image has features (all of them here)."""
     questions = SimpleNamespace(layouts=np.array(layouts), split="train")
     return SimpleNamespace(task="vqa", train=_Sized(questions))
 
@@ -49,6 +50,7 @@ def task_data(layouts: list[list[int]]):
 class _Sized:
     def __init__(self, questions) -> None:
         self.questions = questions
+        self.rows_with_features = np.arange(len(questions.layouts))
 
     def __len__(self) -> int:
         return len(self.questions.layouts)
