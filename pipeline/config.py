@@ -301,7 +301,8 @@ class EvaluateConfig:
     features_storage: Literal["page_cache", "device"] = "page_cache"  # as train's
     device: Literal["auto", "cpu", "cuda"] = "auto"
     faithfulness: bool = True  # needs the scenes file of the split (skipped when absent)
-    metrics_path: str = "metrics/evaluate.json"
+    metrics_path: str = "metrics/evaluate.json"  # every figure (per type, family, step, module)
+    headline_path: str = "metrics/evaluate_headline.json"  # the few DVC shows (dvc metrics show)
     comparison_path: str = "metrics/paper_comparison.json"
     comparison_markdown: str = "reports/paper_comparison.md"
     question_only_baseline: bool = False  # train and score the blind baseline (VQA models)

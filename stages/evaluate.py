@@ -23,4 +23,7 @@ def command(params_path: str) -> None:
     }
     summary = ", ".join(f"{k} {v:.4f}" for k, v in shown.items() if v is not None)
     click.echo(f"evaluate: {summary}; dataset {results['dataset']['name']}")
-    click.echo(f"evaluate: wrote {settings.metrics_path} and {settings.comparison_markdown}")
+    click.echo(
+        f"evaluate: wrote {settings.headline_path}, {settings.metrics_path} and "
+        f"{settings.comparison_markdown}"
+    )

@@ -11,7 +11,6 @@ printed and written to the JSON as `skipped_scenes`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 import click
@@ -41,7 +40,14 @@ import click
     "output_path",
     default=None,
     type=click.Path(dir_okay=False),
-    help="Also write the table as JSON (e.g. for DVC metrics).",
+    help="Also write the table as JSON.",
+)
+@click.option(
+    "--headline",
+    "headline_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Also write each attribute's accuracy as probe_<attribute> (the DVC metrics).",
 )
 def command(
     manifest_path: str,
@@ -51,10 +57,11 @@ def command(
     folds: int,
     seed: int,
     output_path: str | None,
+    headline_path: str | None,
 ) -> None:
     """Linear probe per attribute on the cell under each object's centre."""
     from pipeline.errors import ConfigError
-    from pipeline.tables import write_atomic
+    from pipeline.tables import write_json_atomic
     from pipeline.vision.probe import format_table, object_cells, probe
 
     if folds < 2:
@@ -67,5 +74,6 @@ def command(
     if output_path:
         table = {row.attribute: asdict(row) for row in rows}
         found = {"manifest": manifest_path, "skipped_scenes": cells.skipped_scenes, "probe": table}
-        text = json.dumps(found, indent=2)
-        write_atomic(output_path, lambda temporary: temporary.write_text(text))
+        write_json_atomic(found, output_path)
+    if headline_path:
+        write_json_atomic({f"probe_{row.attribute}": row.accuracy for row in rows}, headline_path)

@@ -60,6 +60,8 @@ from snmn.model import SNMN, SNMNOutput
 
 BatchCallback = Callable[[dict[str, torch.Tensor], SNMNOutput], None]
 
+HEADLINE_MODULES = ("Find", "Transform", "Filter")  # the modules that select objects
+
 
 def collect_predictions(
     model: SNMN,
@@ -151,6 +153,7 @@ def evaluate(settings: EvaluateConfig, project_dir: str | Path = ".") -> dict[st
     paper_table = comparison(model.config.task, use_layouts, headline, dataset)
     markdown = comparison_markdown(paper_table, extra=_baseline_lines(results))
     write_json_atomic(results, settings.metrics_path)
+    write_json_atomic(headline, settings.headline_path)
     write_json_atomic(paper_table, settings.comparison_path)
     write_atomic(settings.comparison_markdown, lambda temporary: temporary.write_text(markdown))
     tracker = training_run(payload, settings.mlflow_run_id, project_dir)
@@ -303,7 +306,9 @@ def training_run(payload: dict[str, Any], run_id: str, project_dir: str | Path):
 def headline_metrics(results: dict[str, Any]) -> dict[str, float]:
     """The few numbers a reader compares across runs, under short names: vqa_accuracy,
     question_only_accuracy (the blind baseline on the same split), vqa_layout_exact (whole
-    layouts equal to the expert's), ref_p_at_1, ref_layout_exact; those the model has."""
+    layouts equal to the expert's), ref_p_at_1, ref_layout_exact, and faithfulness_find /
+    _transform / _filter (the share of the module's attention on the objects it should select,
+    as a multiple of a uniform map's: 1 = blind); those the model has."""
     vqa, ref = results.get("vqa", {}), results.get("ref", {})
     found = {
         "vqa_accuracy": vqa.get("answers", {}).get("accuracy"),
@@ -312,6 +317,12 @@ def headline_metrics(results: dict[str, Any]) -> dict[str, float]:
         "ref_p_at_1": ref.get("boxes", {}).get("p_at_1"),
         "ref_layout_exact": ref.get("layout", {}).get("exact", {}).get("accuracy"),
     }
+    per_module = vqa.get("faithfulness", {}).get("per_module", {})
+    for module in HEADLINE_MODULES:
+        figures = per_module.get(module, {})
+        if figures.get("uniform_attention_on_objects"):
+            ratio = figures["attention_on_objects"] / figures["uniform_attention_on_objects"]
+            found[f"faithfulness_{module.lower()}"] = ratio
     return {name: float(value) for name, value in found.items() if value is not None}
 
 

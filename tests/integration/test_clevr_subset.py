@@ -224,6 +224,7 @@ def test_train_and_evaluate_skip_questions_without_features(subset, tmp_path, ca
             vqa_split="train",
             ref_split="",
             metrics_path=str(tmp_path / "evaluate.json"),
+            headline_path=str(tmp_path / "evaluate_headline.json"),
             comparison_path=str(tmp_path / "comparison.json"),
             comparison_markdown=str(tmp_path / "comparison.md"),
             batch_size=4,

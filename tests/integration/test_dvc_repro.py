@@ -114,8 +114,18 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(tmp_path):
     assert evaluation["dataset"]["name"]
     assert (project / "reports" / "visualize" / "index.html").is_file()
     assert (project / "mlflow.db").is_file()  # the default tracking store, in the project
-    metrics = dvc(["metrics", "show", "--json"], project)
-    assert metrics.returncode == 0 and "val_vqa_accuracy" in metrics.stdout
+    shown = dvc(["metrics", "show", "--json"], project)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    files = {name: found["data"] for name, found in json.loads(shown.stdout)[""]["data"].items()}
+    # the headline only: a handful of columns, every other figure in files that are not metrics
+    assert set(files) == {"metrics/evaluate_headline.json", "metrics/probe_headline.json"}
+    headline = files["metrics/evaluate_headline.json"]
+    assert headline["vqa_accuracy"] == evaluation["vqa"]["answers"]["accuracy"]
+    assert {"question_only_accuracy", "vqa_layout_exact", "faithfulness_find"} <= set(headline)
+    assert len(headline) <= 10
+    assert files["metrics/probe_headline.json"] == {
+        f"probe_{name}": row["accuracy"] for name, row in probe["probe"].items()
+    }
 
     second = dvc(["repro"], project)
     assert second.returncode == 0, second.stderr[-3000:]

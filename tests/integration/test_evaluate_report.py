@@ -50,6 +50,7 @@ def settings_for(tiny_data: Path, work: Path, **values) -> EvaluateConfig:
         questions_dir=str(tiny_data / "mini-clevr" / "questions"),
         scenes_dir=str(tiny_data / "mini-clevr" / "scenes"),
         metrics_path=str(work / "metrics" / "evaluate.json"),
+        headline_path=str(work / "metrics" / "evaluate_headline.json"),
         comparison_path=str(work / "metrics" / "paper_comparison.json"),
         comparison_markdown=str(work / "reports" / "paper_comparison.md"),
         batch_size=16,  # several batches: a row counted twice or lost would show
@@ -95,6 +96,12 @@ def vqa_run(tiny_data, tmp_path_factory):
 def test_vqa_counts_are_exact_and_agree_with_the_training_metric(vqa_run, tiny_data):
     config, settings, results, _, _, _ = vqa_run
     assert json.loads(Path(settings.metrics_path).read_text()) == results
+    headline = json.loads(Path(settings.headline_path).read_text())
+    assert headline["vqa_accuracy"] == results["vqa"]["answers"]["accuracy"]
+    find = results["vqa"]["faithfulness"]["per_module"]["Find"]
+    ratio = find["attention_on_objects"] / find["uniform_attention_on_objects"]
+    assert headline["faithfulness_find"] == pytest.approx(ratio)
+    assert headline["question_only_accuracy"] == results["question_only_baseline"]["accuracy"]
     val = read_question_table(tiny_data / "tokens", "val", config.model.num_steps)
     answers = results["vqa"]["answers"]
     assert answers["total"] == answers["questions"] == len(val)
@@ -240,6 +247,7 @@ def test_the_stage_commands_run_from_params_yaml(vqa_run, tiny_data, tmp_path, o
     _, _, _, _, _, work = vqa_run
     evaluate_values = dataclasses.asdict(settings_for(tiny_data, work))
     evaluate_values["metrics_path"] = str(tmp_path / "evaluate.json")
+    evaluate_values["headline_path"] = str(tmp_path / "evaluate_headline.json")
     report_values = dataclasses.asdict(report_for(tiny_data, work))
     report_values["output_dir"] = str(tmp_path / "visualize")
     params = tmp_path / "params.yaml"

@@ -163,6 +163,7 @@ def test_evaluate_on_a_damaged_shard_exits_2_with_one_line(tiny_data, trained, t
         "questions_dir": str(tiny_data / "mini-clevr" / "questions"),
         "scenes_dir": str(tiny_data / "mini-clevr" / "scenes"),
         "metrics_path": str(tmp_path / "evaluate.json"),
+        "headline_path": str(tmp_path / "evaluate_headline.json"),
         "comparison_path": str(tmp_path / "comparison.json"),
         "comparison_markdown": str(tmp_path / "comparison.md"),
         "ref_split": "",

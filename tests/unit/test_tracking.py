@@ -172,6 +172,7 @@ def trained_here(tiny_data, tmp_path, monkeypatch, one_torch_thread, capsys):
             questions_dir=questions,
             scenes_dir=str(tiny_data / "mini-clevr" / "scenes"),
             metrics_path=str(tmp_path / "metrics" / "evaluate.json"),
+            headline_path=str(tmp_path / "metrics" / "evaluate_headline.json"),
             comparison_path=str(tmp_path / "metrics" / "paper_comparison.json"),
             comparison_markdown=str(tmp_path / "reports" / "paper_comparison.md"),
             device="cpu",
