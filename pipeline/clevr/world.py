@@ -37,6 +37,27 @@ VALUES: dict[str, tuple[str, ...]] = {
 }
 RELATIONS: tuple[str, ...] = ("left", "right", "front", "behind")
 
+# The question vocabulary of the official CLEVR v1.0 release: every token of its training
+# questions (vocab_question.txt of the SNMN release, without its start/end/unknown markers).
+CLEVR_QUESTION_WORDS: tuple[str, ...] = (
+    ";", "?", "a", "an", "and", "another", "any", "anything", "are", "as", "ball", "balls",
+    "behind", "big", "block", "blocks", "blue", "both", "brown", "color", "cube", "cubes", "cyan",
+    "cylinder", "cylinders", "do", "does", "either", "else", "equal", "fewer", "front", "gray",
+    "greater", "green", "has", "have", "how", "in", "is", "it", "its", "large", "left", "less",
+    "made", "many", "material", "matte", "metal", "metallic", "more", "number", "object",
+    "objects", "of", "on", "or", "other", "purple", "red", "right", "rubber", "same", "shape",
+    "shiny", "side", "size", "small", "sphere", "spheres", "than", "that", "the", "there", "thing",
+    "things", "tiny", "to", "visible", "what", "yellow",
+)  # fmt: skip
+# CLEVR's 28 answers: exist and compare questions answer yes/no, count questions 0..10 (at most
+# 10 objects), query questions an attribute value.
+CLEVR_ANSWERS: tuple[str, ...] = (
+    "yes",
+    "no",
+    *(str(n) for n in range(11)),
+    *(value for attribute in ATTRIBUTES for value in VALUES[attribute]),
+)
+
 # CLEVR's placement rules (render_images.py defaults).
 GROUND_EXTENT = 3.0  # x, y sampled uniformly in [-3, 3]
 MIN_DISTANCE = 0.25  # gap between two objects' bounding circles

@@ -7,6 +7,11 @@ for; `unique_description` finds such descriptions. `random_description` makes th
 that count and exist questions use ("How many red things ..."), sometimes matching nothing so
 that "0" and "no" occur. ProgramBuilder writes the official program form node by node. A Hop
 ("left of the red sphere") and a Chain (two hops) are the relate steps every family shares.
+
+Words are CLEVR's, synonyms included: every time a phrase is written, each word is drawn from
+the question's random generator among CLEVR's synonyms, so "the large metal sphere left of the
+cube" may also read "the big shiny ball on the left side of the block". Only the text varies;
+the program (and so the answer and the expert layout) is the same.
 """
 
 from __future__ import annotations
@@ -23,22 +28,55 @@ Description = tuple[tuple[str, str], ...]  # ((attribute, value), ...) in ATTRIB
 Sampled = tuple[str, tuple[ProgramNode, ...]]  # text, program
 Sampler = Callable[[Scene, random.Random], Sampled | None]  # a family: None = try again
 
+# CLEVR's synonyms (its templates' synonyms.json); a word not listed is its own only synonym.
+SYNONYMS = {
+    "thing": ("thing", "object"),
+    "sphere": ("sphere", "ball"),
+    "cube": ("cube", "block"),
+    "large": ("large", "big"),
+    "small": ("small", "tiny"),
+    "metal": ("metal", "metallic", "shiny"),
+    "rubber": ("rubber", "matte"),
+}
+PLURALS = {
+    "thing": "things",
+    "object": "objects",
+    "sphere": "spheres",
+    "ball": "balls",
+    "cube": "cubes",
+    "block": "blocks",
+    "cylinder": "cylinders",
+}
 RELATION_PHRASES = {
-    "left": "left of",
-    "right": "right of",
-    "front": "in front of",
-    "behind": "behind",
+    "left": ("left of", "to the left of", "on the left side of"),
+    "right": ("right of", "to the right of", "on the right side of"),
+    "front": ("in front of",),
+    "behind": ("behind",),
 }
 SAME = {a: f"the same {a} as" for a in ATTRIBUTES}  # "the same color as"
-PLURALS = {"cube": "cubes", "sphere": "spheres", "cylinder": "cylinders", "thing": "things"}
 
 
-def noun_phrase(description: Description, plural: bool = False) -> str:
-    """(("size", "large"), ("shape", "cube")) → "large cube" ("large cubes" when plural)."""
+def synonym(word: str, rng: random.Random) -> str:
+    """ "metal" → one of "metal", "metallic", "shiny"; a word without synonyms stays itself."""
+    return rng.choice(SYNONYMS.get(word, (word,)))
+
+
+def noun_phrase(description: Description, rng: random.Random, plural: bool = False) -> str:
+    """(("size", "large"), ("shape", "cube")) → "large cube" or "big block" ("... cubes" plural)."""
     values = dict(description)
-    noun = values.get("shape", "thing")
-    words = [values[a] for a in ATTRIBUTES if a in values and a != "shape"]
+    words = [synonym(values[a], rng) for a in ATTRIBUTES if a in values and a != "shape"]
+    noun = synonym(values.get("shape", "thing"), rng)
     return " ".join([*words, PLURALS[noun] if plural else noun])
+
+
+def with_article(phrase: str) -> str:
+    """ "large cube" → "a large cube"; "object" → "an object"."""
+    return f"{'an' if phrase[0] in 'aeiou' else 'a'} {phrase}"
+
+
+def relation_phrase(relation: str, rng: random.Random) -> str:
+    """ "left" → "left of", "to the left of" or "on the left side of"."""
+    return rng.choice(RELATION_PHRASES[relation])
 
 
 def matching(scene: Scene, pool: Iterable[int], description: Description) -> frozenset[int]:
@@ -184,8 +222,8 @@ class Hop:
     relation: str
     pool: frozenset[int]
 
-    def phrase(self) -> str:
-        return f"{RELATION_PHRASES[self.relation]} the {noun_phrase(self.description)}"
+    def phrase(self, rng: random.Random) -> str:
+        return f"{relation_phrase(self.relation, rng)} the {noun_phrase(self.description, rng)}"
 
     def program(self, builder: ProgramBuilder) -> int:
         return builder.add("relate", [builder.find_unique(self.description)], self.relation)
@@ -242,9 +280,10 @@ class Chain:
     relation: str
     pool: frozenset[int]
 
-    def phrase(self) -> str:
-        middle = noun_phrase(self.description)
-        return f"{RELATION_PHRASES[self.relation]} the {middle} that is {self.first.phrase()}"
+    def phrase(self, rng: random.Random) -> str:
+        middle = noun_phrase(self.description, rng)
+        relation = relation_phrase(self.relation, rng)
+        return f"{relation} the {middle} that is {self.first.phrase(rng)}"
 
     def program(self, builder: ProgramBuilder) -> int:
         node = builder.filters(self.first.program(builder), self.description)

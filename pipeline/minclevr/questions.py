@@ -7,6 +7,8 @@ and descriptions in a scene so that the quality rules hold by construction: ever
 exactly one object, a question never names the attribute it asks for, every relate and every
 branch of and/or changes the result (no degenerate chains), and count/exist descriptions
 sometimes match nothing. It returns the text and the program; the executor computes the answer.
+The text takes one of CLEVR's phrasings of the pattern at random ("What color is the cube?",
+"There is a block; what is its color?", "The cube is what color?"), in CLEVR's words.
 The families cover every SNMN module pattern: zero-hop, one- and two-hop relate, same_*, compare
 integer, compare attribute, and (intersect), or (union). families.py lists them.
 """
@@ -33,17 +35,44 @@ from pipeline.minclevr.phrases import (
     sample_same_as,
     two_anchors,
     unique_description,
+    with_article,
 )
 
+# {x}: "large cube that is left of the sphere"; {a_x}: the same with its article ("a large ...").
 QUERY_TEXTS = {
-    "color": ("What color is the {x}?", "What is the color of the {x}?"),
-    "shape": ("What shape is the {x}?", "What is the shape of the {x}?"),
-    "size": ("What size is the {x}?", "How big is the {x}?"),
-    "material": ("What material is the {x}?", "What is the {x} made of?"),
+    "color": (
+        "What color is the {x}?",
+        "What is the color of the {x}?",
+        "The {x} is what color?",
+        "There is {a_x}; what color is it?",
+        "There is {a_x}; what is its color?",
+    ),
+    "shape": (
+        "What shape is the {x}?",
+        "What is the shape of the {x}?",
+        "The {x} is what shape?",
+        "There is {a_x}; what shape is it?",
+        "There is {a_x}; what is its shape?",
+    ),
+    "size": (
+        "What size is the {x}?",
+        "How big is the {x}?",
+        "The {x} is what size?",
+        "There is {a_x}; what size is it?",
+        "There is {a_x}; how big is it?",
+    ),
+    "material": (
+        "What material is the {x}?",
+        "What is the {x} made of?",
+        "The {x} is made of what material?",
+        "There is {a_x}; what is it made of?",
+        "There is {a_x}; what material is it?",
+    ),
 }
 COMPARE_TEXTS = {
     "equal_integer": (
         "Are there an equal number of {a} and {b}?",
+        "Are there the same number of {a} and {b}?",
         "Is the number of {a} the same as the number of {b}?",
     ),
     "less_than": (
@@ -56,7 +85,13 @@ COMPARE_TEXTS = {
     ),
 }
 COUNT_TEXTS = ("How many {x}?", "What number of {x}?")
-EXIST_TEXTS = ("Are there any {x}?", "Is there a {s}?")
+EXIST_TEXTS = ("Are there any {x}?", "Is there {a_s}?")
+ZERO_HOP_COUNT_TAILS = ("are there", "are visible")  # "How many cubes are visible?"
+
+
+def query_text(attribute: str, x: str, rng: random.Random) -> str:
+    """ "What color is the {x}?" in one of CLEVR's phrasings."""
+    return rng.choice(QUERY_TEXTS[attribute]).format(x=x, a_x=with_article(x))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,11 +118,11 @@ def _ending(builder: ProgramBuilder, node: int, description: Description, functi
 def _count_or_exist(function: str, rng: random.Random, description: Description, tail: str) -> str:
     if function == "count":
         return rng.choice(COUNT_TEXTS).format(
-            x=f"{noun_phrase(description, plural=True)} {tail}".strip()
+            x=f"{noun_phrase(description, rng, plural=True)} {tail}".strip()
         )
     text = rng.choice(EXIST_TEXTS)
-    plural, single = noun_phrase(description, plural=True), noun_phrase(description)
-    return text.format(x=f"{plural} {tail}".strip(), s=f"{single} {tail}".strip())
+    plural, single = noun_phrase(description, rng, plural=True), noun_phrase(description, rng)
+    return text.format(x=f"{plural} {tail}".strip(), a_s=with_article(f"{single} {tail}".strip()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,7 +135,7 @@ def zero_hop(function: str) -> Sampler:
         description = random_description(scene, rng, allow_empty=function == "count")
         builder = ProgramBuilder()
         program = _ending(builder, builder.scene(), description, function)
-        tail = "are there" if function == "count" else ""
+        tail = rng.choice(ZERO_HOP_COUNT_TAILS) if function == "count" else ""
         return _count_or_exist(function, rng, description, tail), program
 
     return sample
@@ -114,9 +149,7 @@ def zero_hop_query(attribute: str) -> Sampler:
             return None
         builder = ProgramBuilder()
         builder.add(f"query_{attribute}", [builder.find_unique(description)])
-        return rng.choice(QUERY_TEXTS[attribute]).format(
-            x=noun_phrase(description)
-        ), builder.program()
+        return query_text(attribute, noun_phrase(description, rng), rng), builder.program()
 
     return sample
 
@@ -157,7 +190,8 @@ def _related(function: str, hops: int) -> Sampler:
         relation = found[0]
         builder = ProgramBuilder()
         program = _ending(builder, relation.program(builder), description, function)
-        tail = f"are {relation.phrase()}" if function == "count" else relation.phrase()
+        phrase = relation.phrase(rng)
+        tail = f"are {phrase}" if function == "count" else phrase
         return _count_or_exist(function, rng, description, tail), program
 
     return sample
@@ -185,8 +219,8 @@ def _related_query(attribute: str, hops: int) -> Sampler:
         builder = ProgramBuilder()
         node = builder.add("unique", [builder.filters(relation.program(builder), description)])
         builder.add(f"query_{attribute}", [node])
-        x = f"{noun_phrase(description)} that is {relation.phrase()}"
-        return rng.choice(QUERY_TEXTS[attribute]).format(x=x), builder.program()
+        x = f"{noun_phrase(description, rng)} that is {relation.phrase(rng)}"
+        return query_text(attribute, x, rng), builder.program()
 
     return sample
 
@@ -204,18 +238,22 @@ def same(function: str) -> Sampler:
         builder = ProgramBuilder()
         node = builder.add(f"same_{attribute}", [builder.find_unique(anchor_description)])
         program = _ending(builder, node, description, function)
-        plural, single = noun_phrase(description, plural=True), noun_phrase(description)
-        tail = f"{SAME[attribute]} the {noun_phrase(anchor_description)}"
+        plural, single = noun_phrase(description, rng, True), noun_phrase(description, rng)
+        tail = f"{SAME[attribute]} the {noun_phrase(anchor_description, rng)}"
         if function == "count":
-            text = f"How many other {plural} have {tail}?"
+            texts = [
+                f"How many other {plural} have {tail}?",
+                f"What number of other {plural} have {tail}?",
+                f"How many other {plural} are {tail}?",
+            ]
         else:
-            text = rng.choice(
-                (
-                    f"Are there any other {plural} that have {tail}?",
-                    f"Is there another {single} that has {tail}?",
-                )
-            )
-        return text, program
+            texts = [
+                f"Are there any other {plural} that have {tail}?",
+                f"Is there another {single} that has {tail}?",
+            ]
+            if not description:  # no filter: "anything else"
+                texts.append(f"Is there anything else that is {tail}?")
+        return rng.choice(texts), program
 
     return sample
 
@@ -231,9 +269,9 @@ def same_query(attribute: str) -> Sampler:
         node = builder.add(f"same_{shared}", [builder.find_unique(anchor_description)])
         node = builder.add("unique", [builder.filters(node, description)])
         builder.add(f"query_{attribute}", [node])
-        anchor_phrase = noun_phrase(anchor_description)
-        x = f"{noun_phrase(description)} that is {SAME[shared]} the {anchor_phrase}"
-        return rng.choice(QUERY_TEXTS[attribute]).format(x=x), builder.program()
+        anchor_phrase = noun_phrase(anchor_description, rng)
+        x = f"{noun_phrase(description, rng)} that is {SAME[shared]} the {anchor_phrase}"
+        return query_text(attribute, x, rng), builder.program()
 
     return sample
 
@@ -248,7 +286,7 @@ def compare_integer(function: str) -> Sampler:
         left = builder.add("count", [builder.find(first)])
         right = builder.add("count", [builder.find(second)])
         builder.add(function, [left, right])
-        a, b = noun_phrase(first, plural=True), noun_phrase(second, plural=True)
+        a, b = noun_phrase(first, rng, True), noun_phrase(second, rng, True)
         return rng.choice(COMPARE_TEXTS[function]).format(a=a, b=b), builder.program()
 
     return sample
@@ -268,9 +306,16 @@ def compare_attribute(attribute: str) -> Sampler:
             builder.add(f"query_{attribute}", [builder.find_unique(d)]) for d in descriptions
         ]
         builder.add(f"equal_{attribute}", queries)
-        a, b = (noun_phrase(d) for d in descriptions)
-        verb = rng.choice((f"Is the {a} {SAME[attribute]}", f"Does the {a} have {SAME[attribute]}"))
-        return f"{verb} the {b}?", builder.program()
+        a, b = (noun_phrase(d, rng) for d in descriptions)
+        text = rng.choice(
+            (
+                f"Is the {a} {SAME[attribute]} the {b}?",
+                f"Does the {a} have {SAME[attribute]} the {b}?",
+                f"Do the {a} and the {b} have the same {attribute}?",
+                f"Are the {a} and the {b} the same {attribute}?",
+            )
+        )
+        return text, builder.program()
 
     return sample
 
@@ -290,10 +335,12 @@ def both(function: str) -> Sampler:
         builder = ProgramBuilder()
         node = builder.add("intersect", [hop.program(builder) for hop in hops])
         program = _ending(builder, node, description, function)
-        tail = f"{hops[0].phrase()} and {hops[1].phrase()}"
+        tail = f"{hops[0].phrase(rng)} and {hops[1].phrase(rng)}"
+        plural = noun_phrase(description, rng, plural=True)
         if function == "count":
-            return f"How many {noun_phrase(description, plural=True)} are both {tail}?", program
-        return f"Are there any {noun_phrase(description, plural=True)} that are {tail}?", program
+            how_many = rng.choice(("How many", "What number of"))
+            return f"{how_many} {plural} are both {tail}?", program
+        return f"Are there any {plural} that are {tail}?", program
 
     return sample
 
@@ -306,7 +353,8 @@ def either(scene: Scene, rng: random.Random) -> Sampled | None:
         return None
     builder = ProgramBuilder()
     builder.add("count", [builder.add("union", [builder.find(first), builder.find(second)])])
-    a, b = noun_phrase(first, plural=True), noun_phrase(second, plural=True)
+    a, b = noun_phrase(first, rng, True), noun_phrase(second, rng, True)
+    things = noun_phrase((), rng, plural=True)  # "things" or "objects"
     return rng.choice(
-        ("How many things are either {a} or {b}?", "What number of things are {a} or {b}?")
-    ).format(a=a, b=b), builder.program()
+        ("How many {t} are either {a} or {b}?", "What number of {t} are either {a} or {b}?")
+    ).format(t=things, a=a, b=b), builder.program()

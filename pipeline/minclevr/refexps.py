@@ -5,7 +5,8 @@ filter_shape[sphere] → unique → relate[left] → filter_size[small] → filt
 last node holds one object, whose ID-buffer box is the expression's `bbox`. The families are the
 ones SNMN's CLEVR-Ref uses: zero-hop, one-hop, same_relate, and (intersect of two relations) and
 or (union of two descriptions). As for questions, every relation must matter: the target's own
-description never already singles it out among all objects.
+description never already singles it out among all objects. The words are CLEVR's, synonyms
+drawn at random as for questions ("the big shiny ball on the left side of the block").
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pipeline.minclevr.phrases import (
     sample_same_as,
     two_anchors,
     unique_description,
+    with_article,
 )
 
 
@@ -37,7 +39,7 @@ def zero_hop(scene: Scene, rng: random.Random) -> Sampled | None:
         return None
     builder = ProgramBuilder()
     builder.find(description)
-    return f"the {noun_phrase(description)}", builder.program()
+    return f"the {noun_phrase(description, rng)}", builder.program()
 
 
 def one_hop(scene: Scene, rng: random.Random) -> Sampled | None:
@@ -51,7 +53,7 @@ def one_hop(scene: Scene, rng: random.Random) -> Sampled | None:
         return None
     builder = ProgramBuilder()
     builder.filters(hop.program(builder), description)
-    return f"the {noun_phrase(description)} that is {hop.phrase()}", builder.program()
+    return f"the {noun_phrase(description, rng)} that is {hop.phrase(rng)}", builder.program()
 
 
 def same_relate(scene: Scene, rng: random.Random) -> Sampled | None:
@@ -63,9 +65,9 @@ def same_relate(scene: Scene, rng: random.Random) -> Sampled | None:
     builder = ProgramBuilder()
     node = builder.add(f"same_{attribute}", [builder.find_unique(anchor_description)])
     builder.filters(node, description)
-    anchor_phrase = noun_phrase(anchor_description)
+    anchor_phrase = noun_phrase(anchor_description, rng)
     return (
-        f"the {noun_phrase(description)} that is {SAME[attribute]} the {anchor_phrase}",
+        f"the {noun_phrase(description, rng)} that is {SAME[attribute]} the {anchor_phrase}",
         builder.program(),
     )
 
@@ -83,7 +85,8 @@ def both(scene: Scene, rng: random.Random) -> Sampled | None:
     builder = ProgramBuilder()
     node = builder.add("intersect", [hop.program(builder) for hop in hops])
     builder.filters(node, description)
-    text = f"the {noun_phrase(description)} that is {hops[0].phrase()} and {hops[1].phrase()}"
+    hop_phrases = f"{hops[0].phrase(rng)} and {hops[1].phrase(rng)}"
+    text = f"the {noun_phrase(description, rng)} that is {hop_phrases}"
     return text, builder.program()
 
 
@@ -98,5 +101,6 @@ def either(scene: Scene, rng: random.Random) -> Sampled | None:
         first, second = second, first
     builder = ProgramBuilder()
     builder.add("union", [builder.find(first), builder.find(second)])
-    text = f"the thing that is either a {noun_phrase(first)} or a {noun_phrase(second)}"
+    a, b = with_article(noun_phrase(first, rng)), with_article(noun_phrase(second, rng))
+    text = f"the {noun_phrase((), rng)} that is either {a} or {b}"
     return text, builder.program()
