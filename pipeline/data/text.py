@@ -5,8 +5,9 @@
 non-word characters, each punctuation mark kept as a token of its own. Word ids come from the
 training questions only, after two special tokens: <pad> = 0 fills a batch to its longest
 question (the BiLSTM honours lengths, so no start/end tokens are needed) and <unk> = 1 stands for a
-word the training questions never used. Answers ("yes", "3", "red") get ids with no special
-tokens; modules keep the fixed order of snmn.layout.MODULE_NAMES.
+word the training questions never used. Answers ("yes", "3", "red") are CLEVR's 28
+(pipeline.clevr.world.CLEVR_ANSWERS) in sorted order, with no special tokens; modules keep the
+fixed order of snmn.layout.MODULE_NAMES.
 """
 
 from __future__ import annotations

@@ -6,11 +6,14 @@ expert layout Find, DescribeOne, NoOp × 7 (T = 9) and its question type query_a
 row ("the large cube left of the sphere") also carries its box [x, y, w, h], the grid cell holding
 the box centre and the box's four offsets from that cell (the paper's box output).
 
-Words and answers get ids from the vocabulary split (train) only; an unseen word is <unk>,
-counted in the summary. A question with a malformed program, an empty or overlong text, or a
-missing training answer stops the stage with one line naming the file and the question, and so
-does a questions file with no question at all or a vocabulary split whose every question was
-dropped (the vocabularies would be empty); nothing is written until every split has been read.
+Words get ids from the vocabulary split (train) only; an unseen word is <unk>, counted in the
+summary. Answers always get ids among CLEVR's 28 answers (CLEVR_ANSWERS: yes, no, 0-10, the
+attribute values), whatever the data holds, so the answer head has CLEVR's 28 outputs in every
+run. A question with a malformed program, an empty or overlong text, a missing training answer
+or an answer outside CLEVR's 28 stops the stage with one line naming the file and the question,
+and so does a questions file with no question at all or a vocabulary split whose every question
+was dropped (the vocabularies would be empty); nothing is written until every split has been
+read.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import pyarrow as pa
 
 from pipeline.clevr.functions import QUESTION_TYPES
 from pipeline.clevr.readers import Question, iter_questions, paused_gc, questions_info
+from pipeline.clevr.world import CLEVR_ANSWERS
 from pipeline.config import TokenizeConfig
 from pipeline.data.schema import BOX, SCHEMA, TOKENS_FORMAT
 from pipeline.data.text import SPECIAL_TOKENS, TOKEN_PATTERN, UNK_ID, Vocabulary
@@ -165,7 +169,7 @@ class _SplitEncoding:
     counts: dict[str, int] = field(default_factory=dict)
 
     def vocabularies(self) -> tuple[Vocabulary, Vocabulary]:
-        """Word and answer vocabularies of this (the vocabulary) split; ids made final."""
+        """Word vocabulary of this (the vocabulary) split, ids made final; CLEVR's answers."""
         if not self.kept:  # every question dropped: the vocabularies would be empty
             raise DataError(
                 f"{self.path}: all {self.counts['questions']} questions were dropped "
@@ -178,8 +182,7 @@ class _SplitEncoding:
             remap[provisional] = words.index[word]
         self.token_values = remap[np.asarray(self.token_values, np.int64)]
         self.word_ids = words.index
-        answers = [] if self.is_ref else [q.answer for q in self.kept if q.answer is not None]
-        return words, Vocabulary.build(answers)
+        return words, Vocabulary.build(CLEVR_ANSWERS)
 
     def table(
         self,
@@ -199,10 +202,7 @@ class _SplitEncoding:
         self.counts["questions_with_unknown_tokens"] = int(np.unique(rows_of_tokens[unknown]).size)
 
         answer_texts = [None if self.is_ref else q.answer for q in kept]
-        answer_ids = [None if a is None else answers.index.get(a) for a in answer_texts]
-        self.counts["unknown_answers"] = sum(
-            1 for a, i in zip(answer_texts, answer_ids, strict=True) if a is not None and i is None
-        )
+        answer_ids = [None if a is None else answers.index[a] for a in answer_texts]
         has_layout = np.array([n is not None for n in self.layout_lengths], bool)
         layout_offsets = np.zeros(rows + 1, np.int32)
         np.cumsum(has_layout * self.num_steps, out=layout_offsets[1:])
@@ -335,7 +335,14 @@ def _drop_long(
 
 
 def _check_answers(path: Path, questions: list[Question], needs_every_answer: bool) -> None:
-    """The vocabulary split needs every answer; another split all of them or none."""
+    """Answers are CLEVR's; the vocabulary split needs every answer, another all or none."""
+    answers = frozenset(CLEVR_ANSWERS)
+    for q in questions:
+        if q.answer is not None and q.answer not in answers:
+            raise DataError(
+                f"{path}: question {q.index}: answer {q.answer!r} is not one of CLEVR's "
+                f"{len(answers)} answers (yes, no, 0-10, a color, shape, material or size)"
+            )
     missing = [q.index for q in questions if q.answer is None]
     if not missing or len(missing) == len(questions) and not needs_every_answer:
         return
@@ -416,7 +423,7 @@ def _describe(counts: dict[str, int]) -> str:
     return (
         f"{counts['questions']} questions → {counts['rows']} rows; "
         f"{counts['unknown_tokens']} unknown tokens in {counts['questions_with_unknown_tokens']} "
-        f"questions; {counts['unknown_answers']} unknown answers; "
+        "questions; "
         f"{counts['dropped_long_layouts']} dropped (layout > T); "
         f"{counts['without_program']} without program"
     )

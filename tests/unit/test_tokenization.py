@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import tables
+from pipeline.clevr.world import CLEVR_ANSWERS
 from pipeline.config import TokenizeConfig
 from pipeline.data.schema import SCHEMA
 from pipeline.data.tokenization import encode_boxes, tokenize
@@ -138,7 +139,7 @@ def test_vqa_rows(done):
     config, _ = done
     words, answers = vocabulary(config, "question"), vocabulary(config, "answer")
     assert words[:2] == ["<pad>", "<unk>"]
-    assert answers == ["3", "red", "yes"]
+    assert answers == sorted(CLEVR_ANSWERS) and len(answers) == 28  # whatever train answers
     assert vocabulary(config, "layout")[:2] == ["NoOp", "Find"]
     cube, more, how_many = rows(config, "train")
     assert [words[i] for i in cube["tokens"]] == [
@@ -160,17 +161,31 @@ def test_vqa_rows(done):
     assert cube["bbox"] is None and cube["target_cell"] is None and cube["offsets"] is None
 
 
-def test_unseen_words_and_answers_are_counted_not_fatal(done):
+def test_unseen_words_are_counted_not_fatal_and_every_clevr_answer_has_an_id(done):
     config, summary = done
     zebra, seven = rows(config, "val")
-    words = vocabulary(config, "question")
+    words, answers = vocabulary(config, "question"), vocabulary(config, "answer")
     assert "zebra" not in words
     assert zebra["tokens"][5] == 1  # <unk>
-    assert seven["answer"] == "7" and seven["answer_id"] is None
+    assert seven["answer"] == "7" and answers[seven["answer_id"]] == "7"  # no train question says 7
     counts = summary["splits"]["val"]
     assert counts["unknown_tokens"] == 1 and counts["questions_with_unknown_tokens"] == 1
-    assert counts["unknown_answers"] == 1
     assert summary["splits"]["train"]["unknown_tokens"] == 0
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_an_answer_outside_clevrs_28_is_one_line_naming_the_file(tmp_path, split):
+    data = splits()
+    data[split][1]["answer"] = "maybe"
+    config = write_dataset(tmp_path, data)
+    with pytest.raises(DataError) as caught:
+        tokenize(config, num_steps=T, grid=GRID)
+    message = str(caught.value)
+    assert message.startswith(
+        f"{config.questions_dir}/CLEVR_{split}_questions.json: question 1: answer 'maybe' is not "
+        "one of CLEVR's 28 answers"
+    )
+    assert "\n" not in message and not Path(config.output_dir).exists()
 
 
 def test_test_split_without_answers_and_programs(done):
@@ -215,7 +230,7 @@ def test_box_encoding_on_a_stride_ten_grid_and_back():
 
 def test_summary_counts(done):
     _, summary = done
-    assert summary["vocabulary"] == {"words": 2 + 16, "answers": 3, "modules": 9}
+    assert summary["vocabulary"] == {"words": 2 + 16, "answers": 28, "modules": 9}
     train = summary["splits"]["train"]
     assert train["questions"] == train["rows"] == 3 and train["dropped_long_layouts"] == 0
     assert train["max_length"] == 7
