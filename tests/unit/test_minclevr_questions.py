@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.clevr.executor import execute, run
 from pipeline.clevr.readers import ProgramNode
-from pipeline.clevr.world import ATTRIBUTES, Camera
+from pipeline.clevr.world import ATTRIBUTES, CLEVR_ANSWERS, Camera
 from pipeline.minclevr.families import (
     FAMILIES,
     Candidate,
@@ -150,6 +150,20 @@ def test_texts_read_like_clevr(sampled):
         assert "  " not in candidate.text
     for _, candidate in candidates_of(sampled, "ref"):
         assert candidate.text.startswith("the ")
+
+
+def test_scenes_of_ten_objects_ask_counts_up_to_ten_in_clevrs_answers():
+    """CLEVR's largest scenes (generate.max_objects: 10): every answer is one of CLEVR's 28."""
+    answers = Counter()
+    for seed in range(4):
+        rng = random.Random(seed)
+        scene = sample_scene(rng, "train", seed, (10, 10), 200, Camera()).scene
+        assert len(scene.objects) == 10
+        for candidate in sample_candidates(scene, rng, "vqa"):
+            assert execute(candidate.program, scene) == candidate.answer
+            answers[candidate.answer] += 1
+    assert set(answers) <= set(CLEVR_ANSWERS)
+    assert answers["10"] > 0 and answers["9"] + answers["8"] + answers["7"] > 0
 
 
 def test_balancing_rule():
