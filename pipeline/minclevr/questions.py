@@ -249,10 +249,10 @@ def same(function: str) -> Sampler:
         else:
             texts = [
                 f"Are there any other {plural} that have {tail}?",
-                f"Is there another {single} that has {tail}?",
+                f"Is there another {single} that has {tail}?"
+                if description
+                else f"Is there anything else that is {tail}?",  # no filter: "anything else"
             ]
-            if not description:  # no filter: "anything else"
-                texts.append(f"Is there anything else that is {tail}?")
         return rng.choice(texts), program
 
     return sample
