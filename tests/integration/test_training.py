@@ -86,6 +86,7 @@ def test_outputs_are_written_and_the_model_loads_safely(tiny_data, tmp_path):
     assert curve[0].startswith("step,") and len(curve) == 1 + 4
     model, payload = load_trained_model(models / "model.pt")
     assert payload["model_config"]["vocab_size"] == len(payload["question_words"])
+    assert payload["model_config"]["num_answers"] == len(payload["answer_words"]) == 28  # CLEVR's
     tokens = torch.tensor([[2, 3, 4]])
     features = torch.zeros(1, 4, 4, 256)
     output = model(tokens, torch.tensor([3]), features)
