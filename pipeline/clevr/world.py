@@ -38,7 +38,7 @@ VALUES: dict[str, tuple[str, ...]] = {
 RELATIONS: tuple[str, ...] = ("left", "right", "front", "behind")
 
 # The question vocabulary of the official CLEVR v1.0 release: every token of its training
-# questions (vocab_question.txt of the SNMN release, without its start/end/unknown markers).
+# questions, the 82 words of the SNMN release's question vocabulary file less its special tokens.
 CLEVR_QUESTION_WORDS: tuple[str, ...] = (
     ";", "?", "a", "an", "and", "another", "any", "anything", "are", "as", "ball", "balls",
     "behind", "big", "block", "blocks", "blue", "both", "brown", "color", "cube", "cubes", "cyan",

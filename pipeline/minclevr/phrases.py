@@ -57,7 +57,7 @@ SAME = {a: f"the same {a} as" for a in ATTRIBUTES}  # "the same color as"
 
 
 def synonym(word: str, rng: random.Random) -> str:
-    """ "metal" → one of "metal", "metallic", "shiny"; a word without synonyms stays itself."""
+    """One of the word's synonyms ("metal": "metal", "metallic" or "shiny"), or the word itself."""
     return rng.choice(SYNONYMS.get(word, (word,)))
 
 

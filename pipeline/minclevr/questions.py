@@ -90,7 +90,7 @@ ZERO_HOP_COUNT_TAILS = ("are there", "are visible")  # "How many cubes are visib
 
 
 def query_text(attribute: str, x: str, rng: random.Random) -> str:
-    """ "What color is the {x}?" in one of CLEVR's phrasings."""
+    """One of CLEVR's phrasings of "What color is the {x}?" (or shape, size, material)."""
     return rng.choice(QUERY_TEXTS[attribute]).format(x=x, a_x=with_article(x))
 
 
