@@ -164,6 +164,7 @@ class QuestionDataset(Dataset):
         self.store.check_shards()  # every shard checked here, not first in a DataLoader worker
         self.pin_memory = device.type == "cuda" and storage == "page_cache"
         self.read_threads = read_threads
+        self.dtype = torch.from_numpy(np.empty(0, self.store.dtype)).dtype  # the store's
         self.resident = resident_features(self.store, device) if storage == "device" else None
 
     @property
@@ -174,6 +175,17 @@ class QuestionDataset(Dataset):
     def questions_skipped(self) -> int:
         """Questions whose image has no features (never drawn nor scored)."""
         return len(self.questions) - len(self.rows_with_features)
+
+    def require_questions(self) -> None:
+        """DataError unless some question of the split has its image's features."""
+        if len(self.rows_with_features):
+            return
+        q = self.questions
+        first = f" (the first asks about image {q.image_index[0]})" if len(q) else ""
+        raise DataError(
+            f"{self.store.manifest_path}: none of the {len(q):,} {q.split} questions has its "
+            f"image's features{first}; extract the images they ask about"
+        )
 
     def skipped_line(self) -> str:
         """What was skipped, for the log: "skipped 3 of 60 train questions: ..." ("" if none)."""
@@ -214,7 +226,7 @@ class QuestionDataset(Dataset):
             return self.resident.index_select(0, rows.to(self.resident.device))
         batch = torch.empty(
             (len(images), *self.store.shape),
-            dtype=torch.from_numpy(np.empty(0, self.store.dtype)).dtype,
+            dtype=self.dtype,
             pin_memory=self.pin_memory,
         )
         self.store.read_batch(images, batch.numpy(), self.read_threads)

@@ -186,11 +186,7 @@ def evaluate_split(
 
     if dataset.questions_skipped:
         _say(dataset.skipped_line())
-    if not rows:
-        raise DataError(
-            f"{dataset.store.manifest_path}: none of the {len(table):,} {split} questions has "
-            "its image's features; extract the images they ask about"
-        )
+    dataset.require_questions()
     _say(f"{split}: {len(rows)} questions")
     predictions = collect_predictions(
         model, dataset, rows, settings.batch_size, device, grid, on_batch

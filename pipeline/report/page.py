@@ -35,7 +35,7 @@ from pipeline.data.datasets import (
 )
 from pipeline.data.text import tokenize_text
 from pipeline.devices import resolve_device
-from pipeline.evaluation.evaluate import collect_predictions, training_run
+from pipeline.evaluation.evaluate import collect_predictions, headline_metrics, training_run
 from pipeline.evaluation.metrics import box_hits
 from pipeline.report import plots
 from pipeline.report.plots import Example
@@ -231,12 +231,8 @@ def _summary_html(metrics: dict[str, Any]) -> str:
         f"{html.escape(dataset['split'])}. These numbers are <b>{verdict}</b> with the "
         f"paper's. {html.escape('; '.join(dataset['reasons']))}</p>",
     ]
-    headline = {
-        "vqa_accuracy": metrics.get("vqa", {}).get("answers", {}).get("accuracy"),
-        "ref_p_at_1": metrics.get("ref", {}).get("boxes", {}).get("p_at_1"),
-    }
     model = metrics["model"]
-    table = comparison(model["task"], model["use_layouts"], headline, dataset)
+    table = comparison(model["task"], model["use_layouts"], headline_metrics(metrics), dataset)
     lines.append(
         "<table><tr><th>setting</th><th>metric</th><th>paper</th><th>public port</th>"
         "<th>this run</th></tr>"

@@ -50,7 +50,7 @@ from pipeline.data.datasets import (
     read_question_table,
 )
 from pipeline.data.text import Vocabulary, load_question_vocabulary
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ConfigError
 from pipeline.progress import Progress
 from pipeline.runtime.inference import (
     accuracy_counts,
@@ -231,12 +231,7 @@ def load_data(config: Config, device: torch.device = CPU) -> list[TaskData]:
                 device,
                 train.features_read_threads,
             )
-            if len(questions) and not len(dataset.rows_with_features):
-                raise DataError(
-                    f"{dataset.store.manifest_path}: none of the {len(questions):,} {split} "
-                    f"questions has its image's features (the first asks about image "
-                    f"{questions.image_index[0]}); extract the images they ask about"
-                )
+            dataset.require_questions()
             datasets.append(dataset)
         tasks.append(TaskData(task, datasets[0], datasets[1]))
     return tasks
