@@ -29,30 +29,18 @@ from pipeline.config import (
 from pipeline.vision.images import image_name
 
 REPO = Path(__file__).resolve().parents[1]
-# A few real CLEVR v1.0 files, in the shared/ folder laid beside the checkout (and CI's clone).
-REAL_CLEVR_SAMPLE = next(
-    (
-        path
-        for path in (
-            REPO.parent / "shared" / "real_clevr_sample",
-            Path("/work/shared/real_clevr_sample"),
-        )
-        if path.is_dir()
-    ),
-    REPO.parent / "shared" / "real_clevr_sample",
-)
+
+
+def shared_sample(name: str) -> Path:
+    """A folder of real CLEVR v1.0 files in the shared/ folder laid beside the checkout (and
+    CI's clone), or at /work/shared; the first of those paths when neither exists."""
+    candidates = (REPO.parent / "shared" / name, Path("/work/shared") / name)
+    return next((path for path in candidates if path.is_dir()), candidates[0])
+
+
+REAL_CLEVR_SAMPLE = shared_sample("real_clevr_sample")  # 10 test images and their questions
 # 100 real CLEVR v1.0 train images with indices 0..383 and gaps, and their scenes (a subset).
-REAL_CLEVR_TRAIN_SAMPLE = next(
-    (
-        path
-        for path in (
-            REPO.parent / "shared" / "real_clevr_train_sample",
-            Path("/work/shared/real_clevr_train_sample"),
-        )
-        if path.is_dir()
-    ),
-    REPO.parent / "shared" / "real_clevr_train_sample",
-)
+REAL_CLEVR_TRAIN_SAMPLE = shared_sample("real_clevr_train_sample")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the snmn command sets it (stages/cli.py)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")

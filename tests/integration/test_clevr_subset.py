@@ -159,6 +159,27 @@ def count_question(scene: dict, shape: str, number: int) -> dict:
     }
 
 
+def tokenized_beside_subset(questions: list[dict], subset: Path, work: Path) -> None:
+    """`questions` written as an official train questions file and tokenised into work/tokens,
+    with work/features the subset's features."""
+    folder = work / "questions"
+    folder.mkdir()
+    text = json.dumps({"info": {"split": "train", "version": "1.0"}, "questions": questions})
+    (folder / "CLEVR_train_questions.json").write_text(text)
+    tokenize(
+        TokenizeConfig(
+            questions_dir=str(folder),
+            output_dir=str(work / "tokens"),
+            summary_path=str(work / "tokenize.json"),
+            vqa_splits=("train",),
+            ref_splits=(),
+        ),
+        num_steps=9,
+        grid=(TINY_GRID, TINY_GRID),
+    )
+    (work / "features").symlink_to(subset / "features")
+
+
 class RecordingTracker(NullTracker):
     def __init__(self) -> None:
         self.logged: list[tuple[dict, int]] = []
@@ -176,24 +197,7 @@ def test_train_and_evaluate_skip_questions_without_features(subset, tmp_path, ca
     questions[-1]["image_filename"] = image_name("train", ABSENT)
     for number, question in enumerate(questions):
         question["question_index"] = number
-    folder = tmp_path / "questions"
-    folder.mkdir()
-    info = {"split": "train", "version": "1.0"}
-    (folder / "CLEVR_train_questions.json").write_text(
-        json.dumps({"info": info, "questions": questions})
-    )
-    tokenize(
-        TokenizeConfig(
-            questions_dir=str(folder),
-            output_dir=str(tmp_path / "tokens"),
-            summary_path=str(tmp_path / "tokenize.json"),
-            vqa_splits=("train",),
-            ref_splits=(),
-        ),
-        num_steps=9,
-        grid=(TINY_GRID, TINY_GRID),
-    )
-    (tmp_path / "features").symlink_to(subset / "features")
+    tokenized_beside_subset(questions, subset, tmp_path)
     config = tiny_config(
         tmp_path,
         tmp_path,
@@ -219,7 +223,7 @@ def test_train_and_evaluate_skip_questions_without_features(subset, tmp_path, ca
             model_path=str(tmp_path / "models" / "model.pt"),
             tokens_dir=str(tmp_path / "tokens"),
             features_dir=str(tmp_path / "features"),
-            questions_dir=str(folder),
+            questions_dir=str(tmp_path / "questions"),
             scenes_dir=str(REAL_CLEVR_TRAIN_SAMPLE / "scenes"),
             vqa_split="train",
             ref_split="",
@@ -247,22 +251,7 @@ def test_training_with_no_question_left_is_refused_in_one_line(subset, tmp_path)
     questions = [count_question(dict(scene, image_index=ABSENT), shape, 0) for shape in SHAPES]
     for number, question in enumerate(questions):
         question |= {"question_index": number, "image_filename": image_name("train", ABSENT)}
-    folder = tmp_path / "questions"
-    folder.mkdir()
-    text = json.dumps({"info": {"split": "train", "version": "1.0"}, "questions": questions})
-    (folder / "CLEVR_train_questions.json").write_text(text)
-    tokenize(
-        TokenizeConfig(
-            questions_dir=str(folder),
-            output_dir=str(tmp_path / "tokens"),
-            summary_path=str(tmp_path / "tokenize.json"),
-            vqa_splits=("train",),
-            ref_splits=(),
-        ),
-        num_steps=9,
-        grid=(TINY_GRID, TINY_GRID),
-    )
-    (tmp_path / "features").symlink_to(subset / "features")
+    tokenized_beside_subset(questions, subset, tmp_path)
     config = tiny_config(tmp_path, tmp_path, vqa_train_split="train", vqa_val_split="")
     with pytest.raises(DataError) as error:
         train_loop(config, WorkerContext(), LocalReporter(tmp_path / "checkpoints"), {})
