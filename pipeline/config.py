@@ -344,6 +344,45 @@ class ReportConfig:
         check_at_least("report", self, {"num_examples": 1, "candidates": 1})
 
 
+# The paper's six settings (pipeline/evaluation/paper.py SETTING_NAMES): task × expert layouts.
+PAPER_SETTINGS = (
+    "vqa_gt_layout",
+    "vqa_scratch",
+    "loc_gt_layout",
+    "loc_scratch",
+    "joint_gt_layout",
+    "joint_scratch",
+)
+
+
+@dataclass(frozen=True)
+class PaperTableConfig:
+    """`snmn paper-table`: the paper's settings trained and evaluated one after another
+    (pipeline/evaluation/paper_table.py); each from-scratch setting `seeds` times."""
+
+    seeds: int = 3  # runs of each *_scratch setting (train.seed 1..seeds); *_gt_layout: one run
+    output_dir: str = "runs/paper-table"  # <name>/models, <name>/checkpoints, <name>/evaluate.json
+    table_path: str = "reports/paper_table.md"
+    mlflow_experiment: str = "snmn-paper-table"  # every configuration's run, and the summary run
+    settings: tuple[str, ...] = PAPER_SETTINGS  # which of the six to run
+
+    def __post_init__(self) -> None:
+        check_at_least("paper_table", self, {"seeds": 1})
+        if not self.settings:
+            raise ConfigError("paper_table.settings: must name at least one setting")
+        for setting in self.settings:
+            if setting not in PAPER_SETTINGS:
+                raise ConfigError(
+                    f"paper_table.settings: unknown setting {setting!r} "
+                    f"(known: {', '.join(PAPER_SETTINGS)})"
+                )
+        if len(set(self.settings)) != len(self.settings):
+            raise ConfigError("paper_table.settings: a setting is named twice")
+        for name in ("output_dir", "table_path", "mlflow_experiment"):
+            if not getattr(self, name):
+                raise ConfigError(f"paper_table.{name}: must not be empty")
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything in params.yaml."""
@@ -357,10 +396,20 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    # `snmn paper-table` only: the section as written (recipes/paper-table.yaml), checked here
+    # and read as a PaperTableConfig through `paper_table_settings`. Empty elsewhere: no stage of
+    # `dvc repro` reads it, so params.yaml and the other recipes need not carry it.
+    paper_table: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_model(self.model)
         check_dataset_counts(self.generate)
+        self.paper_table_settings  # noqa: B018 (built here: a bad paper_table value fails at load)
+
+    @property
+    def paper_table_settings(self) -> PaperTableConfig:
+        """The paper_table section, typed and checked (its defaults where a key is absent)."""
+        return _convert(PaperTableConfig, self.paper_table, key="paper_table", where="params")
 
     def fingerprint(self) -> str:
         """Short stable hash of what shapes a training: the model and train sections.

@@ -31,6 +31,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "train": ("stages.train", "Train SNMN with Ray Train DDP (resumes a killed run)."),
     "submit": ("stages.submit", "Send the training to a Ray cluster as a job."),
     "evaluate": ("stages.evaluate", "Accuracy per type, layouts, faithfulness, vs the paper."),
+    "paper-table": (
+        "stages.paper_table",
+        "Train and evaluate the paper's six settings; the paper's table.",
+    ),
     "visualize": ("stages.report", "Step-by-step HTML report of the reasoning, and plots."),
     "serve": ("stages.serve", "Web demo: ask SNMN about an image, watch each step."),
 }

@@ -215,6 +215,7 @@ def train(config: Config, project_dir: str | Path = ".") -> dict[str, Any]:
                 "params_fingerprint": config.fingerprint(),
                 "task": config.model.task,
                 "use_layouts": str(config.train.use_layouts),
+                "seed": str(config.train.seed),
             },
             datasets=training_datasets(config, digests, project_dir),
         )
