@@ -141,9 +141,10 @@ class PretrainConfig:
     weight_decay: float = 1e-5
     min_coverage: float = 0.25  # a cell shows the object covering at least this much of it
     horizontal_flip: bool = True  # mirror each image with probability 1/2 (same attributes)
+    photometric_jitter: float = 0.0  # 0 = off; s: brightness, contrast ×U(1-s, 1+s), gamma, blur
     max_images: int = 0  # 0 = every train image
     holdout_images: int = 100  # last train images, never trained on: the held-out accuracy
-    precision: Literal["bfloat16", "float32"] = "bfloat16"  # autocast; ~2x faster on AVX-512
+    precision: Literal["auto", "bfloat16", "float32"] = "auto"  # auto: bfloat16 on GPU or AMX
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     log_every: int = 10  # steps per row of the training curve
     torch_threads: int = 0  # 0 = every available core
@@ -156,6 +157,10 @@ class PretrainConfig:
         check_positive("pretrain", self, ("learning_rate",))
         if not 0.0 < self.min_coverage <= 1.0:
             raise ConfigError(f"pretrain.min_coverage: must be in (0, 1], got {self.min_coverage}")
+        if not 0.0 <= self.photometric_jitter < 1.0:
+            raise ConfigError(
+                f"pretrain.photometric_jitter: must be in [0, 1), got {self.photometric_jitter}"
+            )
 
 
 @dataclass(frozen=True)
@@ -396,20 +401,11 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
-    # `snmn paper-table` only: the section as written (recipes/paper-table.yaml), checked here
-    # and read as a PaperTableConfig through `paper_table_settings`. Empty elsewhere: no stage of
-    # `dvc repro` reads it, so params.yaml and the other recipes need not carry it.
-    paper_table: dict[str, Any] = field(default_factory=dict)
+    paper_table: PaperTableConfig = field(default_factory=PaperTableConfig)
 
     def __post_init__(self) -> None:
         check_model(self.model)
         check_dataset_counts(self.generate)
-        self.paper_table_settings  # noqa: B018 (built here: a bad paper_table value fails at load)
-
-    @property
-    def paper_table_settings(self) -> PaperTableConfig:
-        """The paper_table section, typed and checked (its defaults where a key is absent)."""
-        return _convert(PaperTableConfig, self.paper_table, key="paper_table", where="params")
 
     def fingerprint(self) -> str:
         """Short stable hash of what shapes a training: the model and train sections.

@@ -23,6 +23,19 @@ def resolve_device(name: str, key: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(name: str, device: torch.device) -> str:
+    """`name` (auto | bfloat16 | float32) → the autocast precision of a convolutional network.
+    auto: bfloat16 on a GPU and on CPUs with AMX tiles, where it is ~2x faster; float32 on other
+    CPUs, where bfloat16 runs slower (measured on a 2-core AVX-512 Xeon without AMX: ResNet-18 at
+    160×240 trains at 30 images/s in float32, 20 in bfloat16)."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bfloat16"
+    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return "bfloat16" if has_amx else "float32"
+
+
 def free_memory_bytes(device: torch.device) -> int:
     """Bytes that can still be allocated on `device`: the GPU's free memory, or for the CPU
     the kernel's MemAvailable (free RAM plus what the page cache can give back)."""

@@ -26,5 +26,5 @@ def command(params_path: str) -> None:
     trained = sum(state == "trained" for state in done.values())
     click.echo(
         f"paper-table: {trained} configurations trained, {len(done) - trained} skipped; "
-        f"wrote {recipe.paper_table_settings.table_path}"
+        f"wrote {recipe.paper_table.table_path}"
     )

@@ -87,7 +87,7 @@ class Configuration:
 
 def configurations(recipe: Config) -> list[Configuration]:
     """Every configuration paper_table.settings asks for, in the table's order."""
-    table = recipe.paper_table_settings
+    table = recipe.paper_table
     found = []
     for setting in table.settings:
         if setting.endswith("_gt_layout"):
@@ -102,14 +102,14 @@ def configuration(recipe: Config, setting: str, seed: int, name: str) -> Configu
     """The recipe turned into one configuration of `setting` at train.seed `seed`."""
     prefix, layouts = setting.split("_", 1)
     task, use_layouts = TASKS[prefix], layouts == "gt_layout"
-    folder = Path(recipe.paper_table_settings.output_dir) / name
+    folder = Path(recipe.paper_table.output_dir) / name
     train = dataclasses.replace(
         recipe.train,
         use_layouts=use_layouts,
         seed=seed,
         output_dir=str(folder / "models"),
         runs_dir=str(folder / "checkpoints"),
-        mlflow_experiment=recipe.paper_table_settings.mlflow_experiment,
+        mlflow_experiment=recipe.paper_table.mlflow_experiment,
     )
     if task == "joint":
         train = dataclasses.replace(
@@ -135,7 +135,7 @@ def configuration(recipe: Config, setting: str, seed: int, name: str) -> Configu
 
 def check_splits(recipe: Config) -> None:
     """ConfigError naming the key when a setting asked for has no split to train or score on."""
-    tasks = {TASKS[setting.split("_", 1)[0]] for setting in recipe.paper_table_settings.settings}
+    tasks = {TASKS[setting.split("_", 1)[0]] for setting in recipe.paper_table.settings}
     needs = []
     if tasks & {"vqa", "joint"}:
         needs += ["train.vqa_train_split", "evaluate.vqa_split"]
@@ -192,10 +192,10 @@ def run_paper_table(
     for item in items:
         expected[item.setting] += 1
     rows = build_table(results, expected)
-    markdown = table_markdown(rows, recipe.paper_table_settings, dataset_notes(items, project_dir))
-    table_path = Path(project_dir) / recipe.paper_table_settings.table_path
+    markdown = table_markdown(rows, recipe.paper_table, dataset_notes(items, project_dir))
+    table_path = Path(project_dir) / recipe.paper_table.table_path
     write_atomic(table_path, lambda temporary: temporary.write_text(markdown))
-    say(f"wrote {recipe.paper_table_settings.table_path}")
+    say(f"wrote {recipe.paper_table.table_path}")
     log_summary(recipe, rows, table_path, project_dir)
     return {"configurations": done, "rows": rows}
 
@@ -392,15 +392,15 @@ def log_summary(
     from pipeline.tracking import MlflowTracker, resolve_tracking_uri, source_tags, start_run
 
     uri = resolve_tracking_uri(recipe.train.mlflow_tracking_uri, project_dir)
-    id_file = Path(project_dir) / recipe.paper_table_settings.output_dir / SUMMARY_RUN_FILE
+    id_file = Path(project_dir) / recipe.paper_table.output_dir / SUMMARY_RUN_FILE
     if id_file.is_file():
         run_id = id_file.read_text().strip()
     else:
         run_id = start_run(
             uri,
-            recipe.paper_table_settings.mlflow_experiment,
+            recipe.paper_table.mlflow_experiment,
             run_name="paper-table",
-            params=flatten({"paper_table": to_dict(recipe.paper_table_settings)}),
+            params=flatten({"paper_table": to_dict(recipe.paper_table)}),
             tags={**source_tags(project_dir, "snmn paper-table"), "paper_setting": "summary"},
         )
         id_file.parent.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,7 @@ from pipeline.clevr.readers import Scene, read_scenes
 from pipeline.clevr.render import object_ids
 from pipeline.clevr.world import VALUES
 from pipeline.config import ExtractConfig, PretrainConfig, to_dict
-from pipeline.devices import resolve_device
+from pipeline.devices import resolve_device, resolve_precision
 from pipeline.errors import ConfigError, DataError
 from pipeline.progress import Progress
 from pipeline.tables import write_atomic, write_json_atomic
@@ -278,7 +278,8 @@ class Networks:
     precision: str
 
     def logits(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """uint8 [B, H, W, 3] on the CPU → 5 × [B, n, h, w] float32 logits on the device."""
+        """[B, H, W, 3] pixels 0..255 (uint8, or float when jittered) on the CPU → 5 × [B, n, h,
+        w] float32 logits on the device."""
         images = images.to(self.device, non_blocking=True)
         enabled = self.precision == "bfloat16"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled):
@@ -314,7 +315,8 @@ def build_networks(config: PretrainConfig, total_steps: int) -> Networks:
         weight_decay=config.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total_steps))
-    return Networks(backbone, heads, optimizer, scheduler, device, config.precision)
+    precision = resolve_precision(config.precision, device)
+    return Networks(backbone, heads, optimizer, scheduler, device, precision)
 
 
 @dataclass
@@ -442,6 +444,7 @@ def _train(
     progress = Progress(
         train_count * config.epochs, "images", "pretrain", done=first_epoch * train_count
     )
+    log.info(f"pretrain: {config.backbone} on {networks.device.type} in {networks.precision}")
     held_out: dict[str, float] = {}
     for epoch in range(first_epoch, config.epochs):
         epoch_started = time.perf_counter()
@@ -468,6 +471,7 @@ def _train(
         "epochs": config.epochs,
         "train_seconds": round(seconds, 1),
         "images_per_second": round(train_count * config.epochs / max(seconds, 1e-9), 2),
+        "precision": networks.precision,
         "object_cell_share": round(float((data.labels[:, 0] == 1).float().mean()), 4),
         "final_loss": curve[-1]["loss"] if curve else None,
         "holdout_accuracy": {name: round(value, 4) for name, value in held_out.items()},
@@ -501,6 +505,8 @@ def _train_epoch(
         weights = train.weights[batch]  # [B, h, w]
         if config.horizontal_flip:
             images, labels, weights = mirror_some(images, labels, weights, generator)
+        if config.photometric_jitter:
+            images = jitter_photometry(images, config.photometric_jitter, generator)
         labels, weights = labels.to(networks.device), weights.to(networks.device)
         logits = networks.logits(images)  # 5 × [B, n, h, w]
         loss = cell_loss(logits, labels, weights)
@@ -537,6 +543,37 @@ def mirror_some(
     labels[mirrored] = labels[mirrored].flip(3)  # [b, 5, h, w]
     weights[mirrored] = weights[mirrored].flip(2)  # [b, h, w]
     return images, labels, weights
+
+
+def jitter_photometry(
+    images: torch.Tensor, strength: float, generator: torch.Generator
+) -> torch.Tensor:
+    """uint8 [B, H, W, 3] → float [B, H, W, 3] in 0..255, each image with its own brightness and
+    contrast (× U(1-s, 1+s)), gamma (exp U(-s, s)) and, for half of them, a Gaussian blur (σ up to
+    2s pixels): a red cube lit more softly, or seen through a softer lens, is still a red cube.
+    Hue and saturation stay: colour is a label."""
+    count = len(images)
+    pixels = images.float().permute(0, 3, 1, 2) / 255  # [B, 3, H, W] in 0..1
+
+    def uniform(low: float, high: float) -> torch.Tensor:  # [B, 1, 1, 1]
+        return (low + (high - low) * torch.rand(count, generator=generator)).view(-1, 1, 1, 1)
+
+    pixels = pixels.clamp(1e-4, 1) ** torch.exp(uniform(-strength, strength))
+    mean = pixels.mean(dim=(1, 2, 3), keepdim=True)  # [B, 1, 1, 1]
+    pixels = (pixels - mean) * uniform(1 - strength, 1 + strength) + mean
+    pixels = pixels * uniform(1 - strength, 1 + strength)
+    sigmas = uniform(0.2, 0.2 + 2 * strength).flatten()  # [B] pixels
+    blurred = torch.rand(count, generator=generator) < 0.5  # [B]
+    for index in torch.nonzero(blurred).flatten().tolist():
+        radius = max(1, math.ceil(2 * float(sigmas[index])))
+        offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)  # [K]
+        kernel = torch.exp(-(offsets**2) / (2 * float(sigmas[index]) ** 2))
+        kernel = kernel / kernel.sum()
+        image = pixels[index : index + 1].transpose(0, 1)  # [3, 1, H, W]: channels as batch
+        image = functional.conv2d(image, kernel.view(1, 1, 1, -1), padding=(0, radius))
+        image = functional.conv2d(image, kernel.view(1, 1, -1, 1), padding=(radius, 0))
+        pixels[index] = image.transpose(0, 1)[0]
+    return (pixels.clamp(0, 1) * 255).permute(0, 2, 3, 1)  # [B, H, W, 3]
 
 
 def _warmup_cosine(total_steps: int) -> Callable[[int], float]:

@@ -84,7 +84,7 @@ def test_the_recipe_makes_one_configuration_per_gt_setting_and_one_per_seed_from
     recipe = load_config(RECIPE)
     assert {"loc_train", "loc_val"} <= set(recipe.extract.splits)
     items = configurations(recipe)
-    assert len(items) == 3 + 3 * recipe.paper_table_settings.seeds == 12
+    assert len(items) == 3 + 3 * recipe.paper_table.seeds == 12
     by_name = {item.name: item for item in items}
     scratch = by_name["joint_scratch_seed2"].config
     assert scratch.model.task == "joint" and scratch.train.seed == 2
@@ -93,7 +93,7 @@ def test_the_recipe_makes_one_configuration_per_gt_setting_and_one_per_seed_from
     assert scratch.train.output_dir == "runs/paper-table/joint_scratch_seed2/models"
     assert scratch.evaluate.metrics_path == "runs/paper-table/joint_scratch_seed2/evaluate.json"
     assert scratch.evaluate.model_path == "runs/paper-table/joint_scratch_seed2/models/model.pt"
-    assert scratch.train.mlflow_experiment == recipe.paper_table_settings.mlflow_experiment
+    assert scratch.train.mlflow_experiment == recipe.paper_table.mlflow_experiment
     expert = by_name["loc_gt_layout"].config
     assert (expert.model.task, expert.train.use_layouts) == ("ref", True)
     assert expert.train.ref_cell_weight == recipe.train.ref_cell_weight
@@ -128,4 +128,4 @@ def test_a_params_file_with_a_bad_paper_table_section_fails_when_loaded(tmp_path
         with pytest.raises(ConfigError, match=message):
             load_config(path)
     path.write_text("train: {seed: 1}\n")
-    assert load_config(path).paper_table_settings == PaperTableConfig()  # absent: the defaults
+    assert load_config(path).paper_table == PaperTableConfig()  # absent: the defaults

@@ -27,6 +27,7 @@ from pipeline.vision.pretrain import (
     cell_loss,
     cell_targets,
     check_extract_settings,
+    jitter_photometry,
     mirror_some,
     pretrain_backbone,
 )
@@ -149,6 +150,26 @@ def test_mirrored_images_keep_their_labels_on_the_same_pixels() -> None:
     assert (new_labels[flipped, 1, :, 2] == 3).all() and (new_labels[~flipped, 1, :, 0] == 3).all()
     assert (new_weights[flipped, :, 2] == 0.5).all() and (new_weights[~flipped, :, 0] == 0.5).all()
     assert torch.equal(images[:, :, :16, 0], torch.full((8, 32, 16), 255, dtype=torch.uint8))
+
+
+def test_photometric_jitter_changes_the_light_but_not_the_colour_names() -> None:
+    """A red cube on a grey ground, lit differently in each copy: still red on grey."""
+    images = torch.full((16, 32, 48, 3), 128, dtype=torch.uint8)  # [B, H, W, 3] grey ground
+    images[:, 8:24, 16:32] = torch.tensor([173, 35, 35], dtype=torch.uint8)  # CLEVR red
+    jittered = jitter_photometry(images, 0.3, torch.Generator().manual_seed(0))
+    again = jitter_photometry(images, 0.3, torch.Generator().manual_seed(0))
+    assert jittered.shape == images.shape and jittered.dtype == torch.float32
+    assert torch.equal(jittered, again)  # the seed decides
+    assert 0 <= jittered.min() and jittered.max() <= 255
+    grounds = jittered[:, 2, 2].mean(dim=-1)  # [B] each copy's ground brightness
+    assert grounds.max() - grounds.min() > 20  # each image its own light
+    cube = jittered[:, 16, 24]  # [B, 3] the cube's centre, away from blurred edges
+    assert (cube.argmax(dim=-1) == 0).all() and (cube[:, 0] > 2 * cube[:, 1]).all()
+    grey = jittered[:, 2, 2]  # [B, 3]
+    assert (grey.max(dim=-1).values - grey.min(dim=-1).values < 1).all()  # grey stays grey
+    red = jittered[..., 0]  # [B, H, W]
+    bleed = (red[:, 16, 15] - red[:, 16, 2]) / (red[:, 16, 24] - red[:, 16, 2])  # [B] 0: sharp
+    assert 0 < (bleed > 0.05).sum() < 16  # about half the copies blurred
 
 
 def test_pixel_coords_give_a_disc_when_masks_are_absent() -> None:
@@ -294,3 +315,22 @@ def test_stage_command_trains_from_params(scenes_data: Path, tmp_path: Path) -> 
     result = CliRunner().invoke(command, ["--params", str(params)])
     assert result.exit_code == 0, result.output
     assert "pretrain-backbone:" in result.output and (tmp_path / "backbone.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("asked", "device", "has_amx", "expected"),
+    [
+        ("auto", "cpu", False, "float32"),  # AVX-512 without AMX: bfloat16 is the slower one
+        ("auto", "cpu", True, "bfloat16"),
+        ("auto", "cuda", False, "bfloat16"),
+        ("bfloat16", "cpu", False, "bfloat16"),  # asked for: kept
+        ("float32", "cpu", True, "float32"),
+    ],
+)
+def test_auto_precision_is_bfloat16_only_where_it_is_faster(
+    monkeypatch, asked: str, device: str, has_amx: bool, expected: str
+) -> None:
+    from pipeline.devices import resolve_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: has_amx, raising=False)
+    assert resolve_precision(asked, torch.device(device)) == expected
