@@ -120,7 +120,9 @@ def evaluate(settings: EvaluateConfig, project_dir: str | Path = ".") -> dict[st
     for task, split in (("vqa", settings.vqa_split), ("ref", settings.ref_split)):
         builds = model.config.builds_vqa if task == "vqa" else model.config.builds_ref
         if builds and split:
-            results[task], tables[task] = evaluate_split(model, settings, task, split, device)
+            results[task], tables[task] = evaluate_split(
+                model, settings, task, split, device, payload.get("training_data")
+            )
     if not tables:
         raise ConfigError(
             f"evaluate: the model (task {model.config.task}) has no head for the splits named "
@@ -165,9 +167,15 @@ def evaluate(settings: EvaluateConfig, project_dir: str | Path = ".") -> dict[st
 
 
 def evaluate_split(
-    model: SNMN, settings: EvaluateConfig, task: str, split: str, device: torch.device
+    model: SNMN,
+    settings: EvaluateConfig,
+    task: str,
+    split: str,
+    device: torch.device,
+    training: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], tuple[QuestionTable, list[int]]]:
-    """(metrics of one split, (its table, the evaluated rows))."""
+    """(metrics of one split, (its table, the evaluated rows)); `training` is what the model
+    learnt from (model.pt's training_data), for the comparability note."""
     config = model.config
     table = read_question_table(settings.tokens_dir, split, config.num_steps)
     tokens = read_parquet(Path(settings.tokens_dir) / f"{split}.parquet", columns=["position"])
@@ -198,7 +206,7 @@ def evaluate_split(
     }
     section: dict[str, Any] = {
         "split": split,
-        "dataset": describe_dataset(info, split, dataset.store.manifest, questions),
+        "dataset": describe_dataset(info, split, dataset.store.manifest, questions, training),
         "questions": questions,
     }
     if task == "vqa":

@@ -28,6 +28,7 @@ SOURCES: dict[str, str] = {
     ),
 }
 PAPER_DATASET = "CLEVR v1.0 val (149,991 questions) and CLEVR-Ref loc_val; 200k iterations, EMA"
+PAPER_ITERATIONS = 200_000
 
 # (setting, metric, official release %, public PyTorch port %); official configs in parentheses.
 PUBLISHED: tuple[dict[str, Any], ...] = (
@@ -62,12 +63,14 @@ def describe_dataset(
     split: str,
     features: dict[str, Any] | None,
     questions: dict[str, int] | None = None,
+    training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Which dataset a split is, and why its numbers may not compare with the paper's.
 
     `questions_info` is the `info` of the questions file; `features` the feature manifest;
     `questions` how many of the split's were scored: {"total", "scored",
-    "skipped_without_features"} (the rest were beyond evaluate.max_questions).
+    "skipped_without_features"} (the rest were beyond evaluate.max_questions); `training` what
+    the model learnt from (model.pt's training_data: dataset_version, split, iterations).
     """
     version = str(questions_info.get("version", ""))
     mini = version.lower().startswith("mini-clevr")
@@ -76,6 +79,18 @@ def describe_dataset(
     if mini:
         reasons.append(
             "the run used mini-CLEVR, the offline generated stand-in; the paper reports CLEVR v1.0"
+        )
+    trained_on = str((training or {}).get("dataset_version") or "")
+    if trained_on.lower().startswith("mini-clevr"):
+        reasons.append(
+            f"the model was trained on mini-CLEVR ({trained_on}, {training['split']}), not on "
+            "CLEVR v1.0 train"
+        )
+    iterations = (training or {}).get("iterations")
+    if iterations and iterations < PAPER_ITERATIONS:
+        reasons.append(
+            f"the model was trained for {iterations:,} iterations; the paper's for "
+            f"{PAPER_ITERATIONS:,}"
         )
     if split not in ("val", "loc_val"):
         reasons.append(f"the run was evaluated on split {split!r}; the paper reports val")

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from pipeline.config import Config, flatten, to_dict
+from pipeline.data.schema import tokens_metadata
 from pipeline.data.text import Vocabulary, load_question_vocabulary
 from pipeline.errors import ConfigError, DataError
 from pipeline.tables import write_atomic, write_json_atomic
@@ -56,6 +57,7 @@ def write_training_outputs(
         "config": to_dict(config),
         "fingerprint": config.fingerprint(),
         "mlflow": dict(tracking),  # tracking_uri and run_id of the training, when tracked
+        "training_data": training_data(config),
     }
     write_atomic(output / MODEL_FILE, lambda temporary: torch.save(payload, temporary))
     final = dict(history[-1]) if history else {}
@@ -65,6 +67,19 @@ def write_training_outputs(
         tracker.log_artifact(output / name, folder="training")
     tracker.log_text(json.dumps(flatten(to_dict(config)), indent=2), "training/params.json")
     tracker.log_model(ema_model.cpu(), name="model")
+
+
+def training_data(config: Config) -> dict[str, Any]:
+    """What the model learns from, for the evaluation's comparability note: the questions'
+    dataset version ("mini-CLEVR ..." or CLEVR's "1.0"), the split and the iterations."""
+    train = config.train
+    split = train.ref_train_split if config.model.task == "ref" else train.vqa_train_split
+    metadata = tokens_metadata(Path(train.tokens_dir) / f"{split}.parquet")
+    return {
+        "dataset_version": metadata.get("dataset_version"),
+        "split": split,
+        "iterations": train.iterations,
+    }
 
 
 def load_trained_model(path: str | Path, device: str = "cpu") -> tuple[SNMN, dict[str, Any]]:

@@ -243,6 +243,8 @@ def test_train_and_evaluate_skip_questions_without_features(subset, tmp_path, ca
     note = "18 of 19 train questions scored (1 have no image features)"
     assert note in vqa["dataset"]["reasons"]
     assert note in (tmp_path / "comparison.md").read_text()
+    trained = [reason for reason in vqa["dataset"]["reasons"] if "iterations" in reason]
+    assert trained == ["the model was trained for 2 iterations; the paper's for 200,000"]
     assert results["dataset"]["name"] == "CLEVR v1.0" and not results["dataset"]["comparable"]
 
 

@@ -312,6 +312,19 @@ def test_the_comparison_places_the_run_in_its_own_setting_and_says_which_dataset
     assert [r["this_run"] for r in joint["rows"] if r["this_run"]] == [90.0, 80.0]
 
 
+def test_the_note_says_what_the_model_was_trained_on_where_the_paper_differs():
+    features = {"pretrained": True, "backbone": "resnet101"}
+    offline = {"dataset_version": "mini-clevr 1.0", "split": "train", "iterations": 2400}
+    on_real = describe_dataset({"version": "1.0"}, "val", features, training=offline)
+    assert not on_real["comparable"] and on_real["name"] == "CLEVR v1.0"
+    assert on_real["reasons"] == [
+        "the model was trained on mini-CLEVR (mini-clevr 1.0, train), not on CLEVR v1.0 train",
+        "the model was trained for 2,400 iterations; the paper's for 200,000",
+    ]
+    official = {"dataset_version": "1.0", "split": "train", "iterations": 200_000}
+    assert describe_dataset({"version": "1.0"}, "val", features, training=official)["comparable"]
+
+
 class Collecting:
     def __init__(self):
         self.metrics = {}
