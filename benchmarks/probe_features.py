@@ -11,6 +11,11 @@ every probe table and a summary against the targets for (a).
 
 where --data is a generated mini-CLEVR tree (images/{train,val}, scenes/) e.g. from
 GenerateConfig(num_images={"train": 1500, "val": 300, "test": 0}, questions_per_image=0).
+Do the default run's features see real renders? Probe its backbone on real CLEVR train images
+with their scenes (a subset, gaps and all, is fine):
+
+    python benchmarks/probe_features.py --data <CLEVR_v1.0 or a part of it> --split train \
+        --weights models/backbone/scenes_resnet18.pt --skip-random --work /tmp/probe-real
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads for pretraining")
     parser.add_argument("--weights", default="", help="reuse a pretrained file, skip pretraining")
     parser.add_argument("--skip-random", action="store_true", help="probe only (a)")
+    parser.add_argument(
+        "--split", default="val", help="the split probed (train for CLEVR's real train sample)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     data, work = Path(args.data), Path(args.work)
@@ -72,13 +80,13 @@ def main() -> None:
     if not args.skip_random:
         candidates["(b) resnet101 random, BN calibrated"] = ("resnet101", "random")
         candidates["(c) resnet18 random, BN calibrated"] = ("resnet18", "random")
-    scenes_path = data / "scenes" / "CLEVR_val_scenes.json"
+    scenes_path = data / "scenes" / f"CLEVR_{args.split}_scenes.json"
     tables: dict[str, list[ProbeRow]] = {}
     for number, (name, (backbone, source)) in enumerate(candidates.items()):
         extract = ExtractConfig(
             images_dir=str(data / "images"),
             output_dir=str(work / f"features_{number}"),
-            splits=("val",),
+            splits=(args.split,),
             backbone=backbone,
             weights=source,
             decode_workers=1,
@@ -88,11 +96,12 @@ def main() -> None:
         extract_features(extract)
         seconds = time.perf_counter() - started
         torch.set_num_threads(args.threads)  # extract sets every core
-        cells = object_cells(work / f"features_{number}" / "val" / "manifest.json", scenes_path)
+        manifest = work / f"features_{number}" / args.split / "manifest.json"
+        cells = object_cells(manifest, scenes_path)
         tables[name] = probe(cells)
         print(f"\n{format_table(tables[name], title=f'{name}: extract {seconds:.1f} s')}")
 
-    print(f"\nsummary, mini-CLEVR val, {args.height}x{args.width} input, probe / majority")
+    print(f"\nsummary, {data} {args.split}, {args.height}x{args.width} input, probe / majority")
     print(f"{'features':<42} " + " ".join(f"{name:>13}" for name in TARGETS))
     for name, rows in tables.items():
         cells_text = " ".join(f"{row.accuracy:>6.3f}/{row.majority:.3f}" for row in rows)

@@ -5,10 +5,12 @@ material, so each attribute gets its own visual cue: the 8 CLEVR colours as base
 0.35 / 0.7 under a perspective camera, shapes with per-face shading (a cube shows three faces of
 different brightness, a cylinder a shaded body and a lighter top ellipse, a sphere radial
 shading), and materials as matte Lambert shading (rubber) versus a darker, mirror-like look with a
-white specular highlight (metal). Objects are painted far to near (painter's order); the ID buffer
-repeats every silhouette with the object's number (0 = ground), which gives each object's visible
-pixels, its tight box [x, y, w, h] and its CLEVR-Ref+ run-length mask; `object_ids` turns a
-scene's masks back into that buffer (or approximates it with discs for scenes without masks).
+white specular highlight (metal). Each object casts a soft shadow on the ground, away from the key
+light, as CLEVR's area lamps do (a shadow is not an object: the ID buffer ignores it). Objects are
+painted far to near (painter's order); the ID buffer repeats every silhouette with the object's
+number (0 = ground), which gives each object's visible pixels, its tight box [x, y, w, h] and its
+CLEVR-Ref+ run-length mask; `object_ids` turns a scene's masks back into that buffer (or
+approximates it with discs for scenes without masks).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from pipeline.clevr.readers import Scene, SceneObject
 from pipeline.clevr.world import CAMERA_FOV_DEGREES, COLORS, SIZES, Camera
@@ -30,6 +32,11 @@ GROUND_TOP, GROUND_BOTTOM = 112.0, 158.0  # grey level of the ground at the top 
 # the camera's left whose mirror image is the vertical streak on metal bodies.
 LIGHT = np.array([-0.25, -0.6, 1.0]) / np.linalg.norm([-0.25, -0.6, 1.0])
 SIDE_LIGHT = np.array([-0.11, -0.99, 0.15]) / np.linalg.norm([-0.11, -0.99, 0.15])
+# Rubber = base × (albedo + lit × diffuse) + a grey lift, fitted to the centre pixels of real CLEVR
+# renders: there a rubber object reads ~0.38 × its base colour + 44 (blue 42,75,215 → 60,79,125)
+RUBBER_ALBEDO, RUBBER_LIT, GREY_LIFT = 0.28, 0.40, 40.0
+SHADOW_BLUR = 3.0  # pixels (Gaussian radius at 480×320): CLEVR's area lamps cast soft shadows
+SHADOW_DARKNESS = 0.45  # the ground under a full shadow keeps 55% of its light
 
 Point = tuple[float, float]
 
@@ -43,6 +50,7 @@ class Drawing:
     silhouette: list[Point] = field(default_factory=list)  # polygon (cube, cylinder)
     faces: list[tuple[list[Point], tuple[int, int, int]]] = field(default_factory=list)
     sprite: tuple[int, int, Image.Image, Image.Image] | None = None  # x0, y0, RGB, mask (sphere)
+    shadow: list[Point] = field(default_factory=list)  # its shadow on the ground (polygon)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,12 +62,13 @@ def shade(color: str, material: str, normals: np.ndarray, views: np.ndarray) -> 
     """[N, 3] unit normals and unit view vectors (surface → camera) → [N, 3] RGB in 0..255."""
     base = np.asarray(COLORS[color], dtype=np.float64)  # [3]
     diffuse = np.clip(normals @ LIGHT, 0.0, 1.0)[:, None]  # [N, 1]
-    if material == "rubber":
-        return np.clip(base * (0.45 + 0.62 * diffuse), 0, 255)
+    if material == "rubber":  # the grey term: CLEVR's fill lamps and bright surroundings
+        rgb = base * (RUBBER_ALBEDO + RUBBER_LIT * diffuse) + GREY_LIFT + 18 * diffuse
+        return np.clip(rgb, 0, 255)
     facing = np.sum(normals * views, axis=-1, keepdims=True)
     reflected_up = (2 * facing * normals - views)[:, 2:3]  # z of the mirrored view ray
     sky = np.clip(0.5 + 2.5 * reflected_up, 0.0, 1.0)  # 0: reflects the ground, 1: the sky
-    rgb = base * (0.35 + 0.3 * diffuse + 0.75 * sky)  # coloured metal tints its reflections
+    rgb = base * (0.32 + 0.15 * diffuse + 0.3 * sky) + 0.8 * GREY_LIFT  # tinted reflections
     for light, power, strength in ((LIGHT, 40, 255.0), (SIDE_LIGHT, 24, 170.0)):
         half = light + views
         half /= np.linalg.norm(half, axis=-1, keepdims=True)
@@ -78,9 +87,9 @@ def _rgb(values: np.ndarray) -> tuple[int, int, int]:
 
 
 def half_extent(obj: SceneObject) -> float:
-    """Half height of the object; a cube is shrunk by sqrt(2) as in CLEVR."""
-    radius = SIZES[obj.size]
-    return radius / np.sqrt(2) if obj.shape == "cube" else radius
+    """Half height of the object: its size's radius for every shape (CLEVR v1.0's scenes put a
+    large cube's centre at z = 0.7, as a large sphere's and cylinder's)."""
+    return SIZES[obj.size]
 
 
 def convex_hull(points: np.ndarray) -> list[Point]:
@@ -114,6 +123,13 @@ def _polygon(pixels: np.ndarray) -> list[Point]:
     return [(float(x), float(y)) for x, y in pixels[:, :2]]
 
 
+def _shadow(points: np.ndarray, camera: Camera) -> list[Point]:
+    """[N, 3] points of an object's surface → the pixel polygon of its shadow: each point slid
+    along the key light's rays down to the ground (z = 0), projected, and wrapped in a hull."""
+    on_ground = points - points[:, 2:3] / LIGHT[2] * LIGHT  # [N, 3], z = 0
+    return convex_hull(camera.project(on_ground)[:, :2])
+
+
 def _cube(index: int, obj: SceneObject, camera: Camera) -> Drawing:
     h = half_extent(obj)
     angle = np.radians(obj.rotation)
@@ -138,6 +154,7 @@ def _cube(index: int, obj: SceneObject, camera: Camera) -> Drawing:
     colours = shade(obj.color, obj.material, np.array(normals), _views(np.array(centres), camera))
     drawing = Drawing(index, float(camera.project(centre[None])[0, 2]))
     drawing.silhouette = convex_hull(pixels[:, :2])
+    drawing.shadow = _shadow(corners, camera)
     drawing.faces = [(polygon, _rgb(rgb)) for polygon, rgb in zip(polygons, colours, strict=True)]
     if obj.material == "metal":  # mirrored light: a band across each side, a glint on top
         for polygon, normal, rgb in zip(polygons, normals, colours, strict=True):
@@ -182,6 +199,7 @@ def _cylinder(index: int, obj: SceneObject, camera: Camera) -> Drawing:
     colours = shade(obj.color, obj.material, normals, _views(strip_centres, camera))
     drawing = Drawing(index, float(camera.project(centre[None])[0, 2]))
     drawing.silhouette = convex_hull(np.concatenate([bottom_px, top_px])[:, :2])
+    drawing.shadow = _shadow(np.concatenate([bottom, top]), camera)
     for s in np.flatnonzero(visible):
         t = (s + 1) % CYLINDER_SEGMENTS
         quad = np.stack([bottom_px[s], bottom_px[t], top_px[t], top_px[s]])
@@ -217,7 +235,14 @@ def _sphere(index: int, obj: SceneObject, camera: Camera) -> Drawing:
     rgb = shade(obj.color, obj.material, normals, views).reshape(*nx.shape, 3)  # [h, w, 3]
     sprite = Image.fromarray(np.round(rgb).astype(np.uint8), "RGB")
     mask = Image.fromarray(inside.astype(np.uint8) * 255, "L")
-    return Drawing(index, float(depth), sprite=(x0, y0, sprite, mask))
+    drawing = Drawing(index, float(depth), sprite=(x0, y0, sprite, mask))
+    rim = np.cross(LIGHT, [0.0, 0.0, 1.0])  # the outline the key light sees: a great circle
+    rim /= np.linalg.norm(rim)
+    across = np.cross(LIGHT, rim)
+    turns = np.linspace(0, 2 * np.pi, CYLINDER_SEGMENTS, endpoint=False)[:, None]  # [S, 1]
+    outline = centre + radius * (np.cos(turns) * rim + np.sin(turns) * across)  # [S, 3]
+    drawing.shadow = _shadow(outline, camera)
+    return drawing
 
 
 def layout(objects: Sequence[SceneObject], camera: Camera) -> list[Drawing]:
@@ -233,6 +258,7 @@ def layout(objects: Sequence[SceneObject], camera: Camera) -> list[Drawing]:
 
 
 _GROUND_CACHE: dict[tuple[int, int], Image.Image] = {}
+_SHADOWED_CACHE: dict[tuple[int, int], Image.Image] = {}
 
 
 def ground(camera: Camera) -> Image.Image:
@@ -243,6 +269,27 @@ def ground(camera: Camera) -> Image.Image:
         pixels = np.broadcast_to(rows, (camera.height, camera.width, 3))
         _GROUND_CACHE[key] = Image.fromarray(np.round(pixels).astype(np.uint8), "RGB")
     return _GROUND_CACHE[key]
+
+
+def shaded_ground(drawings: Sequence[Drawing], camera: Camera) -> Image.Image:
+    """The ground with every object's soft shadow: the shadow polygons, blurred, blend the ground
+    towards its shadowed copy (ground × (1 - SHADOW_DARKNESS × shadow))."""
+    shadows = Image.new("L", (camera.width, camera.height), 0)
+    pen = ImageDraw.Draw(shadows)
+    for drawing in drawings:
+        if len(drawing.shadow) >= 3:
+            pen.polygon(drawing.shadow, fill=255)
+    shadows = shadows.filter(ImageFilter.GaussianBlur(SHADOW_BLUR))
+    return Image.composite(shadowed_ground(camera), ground(camera), shadows)
+
+
+def shadowed_ground(camera: Camera) -> Image.Image:
+    """The ground under a full shadow, cached per image size."""
+    key = (camera.width, camera.height)
+    if key not in _SHADOWED_CACHE:
+        pixels = np.asarray(ground(camera), dtype=np.float32) * (1.0 - SHADOW_DARKNESS)
+        _SHADOWED_CACHE[key] = Image.fromarray(np.round(pixels).astype(np.uint8), "RGB")
+    return _SHADOWED_CACHE[key]
 
 
 def draw_ids(drawings: Sequence[Drawing], camera: Camera) -> np.ndarray:
@@ -259,7 +306,7 @@ def draw(
     buffer, so picture and buffer agree pixel for pixel.
     """
     ids = Image.new("L", (camera.width, camera.height), 0)
-    image = ground(camera).copy() if with_image else None
+    image = shaded_ground(drawings, camera) if with_image else None
     id_pen = ImageDraw.Draw(ids)
     for drawing in drawings:
         number = drawing.index + 1

@@ -79,7 +79,7 @@ def sample_objects(rng: random.Random, count: int, camera: Camera) -> list[Scene
             return None
         placed.append((x, y, radius))
         shape = rng.choice(SHAPES)
-        z = round(radius / math.sqrt(2) if shape == "cube" else radius, 4)
+        z = radius  # resting on the ground: every shape's half height is its radius
         px, py, depth = camera.project(np.array([[x, y, z]]))[0]
         objects.append(
             SceneObject(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,8 +17,7 @@ SMALL = (224, 224)
 def place(
     shape: str, color: str, material: str, size: str, x: float = 0.0, y: float = 0.0
 ) -> SceneObject:
-    radius = SIZES[size]
-    z = radius / math.sqrt(2) if shape == "cube" else radius
+    z = SIZES[size]  # resting on the ground: every shape's half height is its radius
     return SceneObject(shape, color, material, size, (x, y, z), (0.0, 0.0, 0.0), 30.0, None)
 
 
@@ -47,7 +44,9 @@ def object_pixels(objects: list[SceneObject]) -> np.ndarray:
 
 
 def chromaticity(rgb: np.ndarray) -> np.ndarray:
-    return rgb / max(rgb.sum(), 1.0)
+    """The colour without its grey part (the lamps' grey lift; all of a gray object), normalised."""
+    coloured = rgb - rgb.min()
+    return coloured / max(coloured.sum(), 1.0)
 
 
 def test_image_and_id_buffer_share_silhouettes():
@@ -59,11 +58,28 @@ def test_image_and_id_buffer_share_silhouettes():
     drawings = render.layout(objects, CAMERA)
     image = np.asarray(render.draw(drawings, CAMERA)[0])
     ids = render.draw_ids(drawings, CAMERA)
-    ground = np.asarray(render.ground(CAMERA))
+    ground = np.asarray(render.shaded_ground(drawings, CAMERA))
     assert image.shape == (320, 480, 3) and ids.dtype == np.uint8
     assert set(np.unique(ids)) == {0, 1, 2, 3}
     np.testing.assert_array_equal(image[ids == 0], ground[ids == 0])  # nothing spills out
     assert (image[ids > 0] != ground[ids > 0]).any(axis=-1).mean() > 0.99
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_each_object_casts_a_soft_shadow_away_from_the_key_light(shape):
+    objects = [place(shape, "gray", "rubber", "large")]
+    drawings = render.layout(objects, CAMERA)
+    shaded = np.asarray(render.shaded_ground(drawings, CAMERA)).astype(int)[..., 0]  # [H, W]
+    bare = np.asarray(render.ground(CAMERA)).astype(int)[..., 0]
+    ids = render.draw_ids(drawings, CAMERA)
+    darker = (shaded < bare - 10) & (ids == 0)  # visible ground in a clear shadow
+    assert (shaded <= bare).all()  # a shadow only takes light away
+    columns = np.flatnonzero((ids == 1).any(axis=0))
+    shadow_columns = np.flatnonzero(darker.any(axis=0))
+    assert darker.sum() > 0.15 * (ids == 1).sum()  # a shadow about the size of the object
+    assert shadow_columns.max() > columns.max()  # cast to the right: the light is on the left
+    soft = np.unique(shaded[(shaded < bare) & (ids == 0)] - bare[(shaded < bare) & (ids == 0)])
+    assert len(soft) >= 20  # a penumbra of many levels, not one flat grey
 
 
 def test_painters_order_lets_the_nearer_object_hide_the_farther():
