@@ -82,10 +82,21 @@ def parameter_groups(model: nn.Module, weight_decay: float = 1e-5) -> list[dict]
     ]
 
 
-def l2_penalty(parameters: list[nn.Parameter]) -> Tensor:
-    """Σ ||w||² / 2 (TF's l2_loss) over `parameters`, for adding wd · penalty to the loss."""
-    norms = torch._foreach_norm(parameters)
-    return 0.5 * torch.stack(norms).pow(2).sum()
+@torch.no_grad()
+def add_l2_gradient(parameters: list[nn.Parameter], weight_decay: float) -> None:
+    """Add the gradient of the official `wd · Σ ||w||² / 2` term (TF's l2_loss), wd · w, to each
+    parameter's .grad (a weight without one gets wd · w), after the task loss's backward.
+
+    The same gradient as putting the term in the loss, so gradient clipping still sees it; but
+    outside autograd, so a DDP wrapper never meets a weight used outside its forward (which it
+    refuses once a task, CLEVR-Ref, leaves some weights without a task gradient). Every rank adds
+    the same term to the averaged task gradient: the average of the sums.
+    """
+    for parameter in parameters:
+        if parameter.grad is None:
+            parameter.grad = weight_decay * parameter.detach().clone()
+        else:
+            parameter.grad.add_(parameter, alpha=weight_decay)
 
 
 def training_loss(

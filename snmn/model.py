@@ -107,11 +107,14 @@ class SNMN(nn.Module):
         lengths: Tensor,
         features: Tensor | None = None,
         hard_layout: bool | None = None,
+        head: str | None = None,
     ) -> SNMNOutput:
         """tokens [B, S] int64, lengths [B] (≥ 1), features [B, H, W, C] or None.
 
         Without features only the controller runs (layout, text attention). `hard_layout`
         overrides config.hard_layout: run only the argmax module at each step (inference).
+        `head` "vqa" or "ref" runs only that task's head (a joint model's update on one task,
+        whose loss reads nothing of the other); None runs every head the model has.
         """
         config = self.config
         hard_layout = config.hard_layout if hard_layout is None else hard_layout
@@ -131,9 +134,9 @@ class SNMN(nn.Module):
         output.module_weights = weights
         output.top_attention = tops.unflatten(2, (config.feature_height, config.feature_width))
         output.stack_pointers = pointers
-        if self.answer_head is not None:
+        if self.answer_head is not None and head in (None, "vqa"):
             output.answer_logits = self.answer_head(question, final.memory)
-        if self.box_head is not None:
+        if self.box_head is not None and head in (None, "ref"):
             output.cell_scores, output.box_offsets = self.box_head(tops[:, -1], kb)
         return output
 

@@ -64,7 +64,7 @@ from pipeline.training import checkpoint as ckpt
 from snmn.boxes import BoxGrid
 from snmn.config import ModelConfig
 from snmn.ema import ModelEMA
-from snmn.losses import decayed_parameters, entropy_ramp, l2_penalty, training_loss
+from snmn.losses import add_l2_gradient, decayed_parameters, entropy_ramp, training_loss
 from snmn.model import SNMN, SNMNOutput
 
 EVAL_BATCH_SIZE = 128
@@ -326,10 +326,14 @@ def build_or_resume(
 def wrap_ddp(model: SNMN, num_tasks: int) -> DistributedDataParallel:
     """The model whose backward averages gradients over ranks.
 
-    Joint training (2 tasks) leaves the other task's head without a gradient in each update,
-    which DDP must be told about.
+    DDP must be told when a backward leaves parameters without a gradient: each update of joint
+    training (2 tasks) runs one task's head only (backward passes `head=task`), and CLEVR-Ref
+    training ("the large cube left of the red sphere") never reads the memory that DescribeOne /
+    DescribeTwo write, so their parameters get no task gradient (the L2 gradient is added after
+    the backward, snmn.losses.add_l2_gradient).
     """
-    return DistributedDataParallel(model, find_unused_parameters=num_tasks > 1)
+    unused = num_tasks > 1 or model.config.task == "ref"
+    return DistributedDataParallel(model, find_unused_parameters=unused)
 
 
 def training_batches(
@@ -445,15 +449,16 @@ def backward(
     step: int,
     decayed: list[torch.nn.Parameter],
 ) -> tuple[SNMNOutput, dict[str, torch.Tensor]]:
-    """Forward one batch of `task` ("vqa" | "ref"), add L2, backward; (output, loss terms).
+    """Forward one batch of `task` ("vqa" | "ref"), backward, add L2; (output, loss terms).
 
-    The L2 term is part of the loss, as in the official release (tf.nn.l2_loss), so gradient
-    clipping sees it too. With DDP the gradients are averaged over ranks here.
+    With DDP the task gradients are averaged over ranks in the backward. The L2 term's gradient
+    is then added as if the term were in the loss, as in the official release (tf.nn.l2_loss), so
+    gradient clipping sees it too (snmn.losses.add_l2_gradient).
     """
-    output = network(batch["tokens"], batch["lengths"], batch["features"])
+    output = network(batch["tokens"], batch["lengths"], batch["features"], head=task)
     losses = _losses(config.train, task, output, batch, step)
-    total = losses["total"] + config.train.weight_decay * l2_penalty(decayed)
-    total.backward()
+    losses["total"].backward()
+    add_l2_gradient(decayed, config.train.weight_decay)
     return output, losses
 
 

@@ -104,3 +104,28 @@ def test_two_workers_equal_one_process(tiny_data, tmp_path):
     assert distributed["metrics"]["layout_step_accuracy"] == pytest.approx(
         expected["layout_step_accuracy"]
     )
+
+
+@pytest.mark.parametrize("task", ["vqa", "ref", "joint"])
+def test_every_task_trains_under_ddp_without_unused_parameter_errors(task, tiny_data, tmp_path):
+    """CLEVR-Ref leaves DescribeOne/Two's biases without a gradient: a DDP that is not told so
+    fails on its second update ("Expected to have finished reduction in the prior iteration")."""
+    import torch.distributed as dist
+
+    from pipeline.training.loop import wrap_ddp
+
+    config = tiny_config(tiny_data, tmp_path, model={"task": task})
+    tasks = load_data(config)
+    model = SNMN(resolve_model_config(config, tasks))
+    decayed, _ = decayed_parameters(model)
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        network = wrap_ddp(model, len(tasks))
+        for step in range(2):
+            for data in tasks:
+                batch = to_device(data.train.__getitems__(list(range(4))), torch.device("cpu"))
+                backward(network, config, data.task, batch, step=step, decayed=decayed)
+    finally:
+        dist.destroy_process_group()
+    assert all(p.grad is not None for p in model.nmn["Find"].parameters())

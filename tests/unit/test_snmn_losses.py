@@ -113,9 +113,17 @@ def test_weight_decay_covers_conv_and_linear_weights_only():
     assert [g["weight_decay"] for g in groups] == [1e-5, 0.0]
 
 
-def test_l2_penalty_is_half_the_sum_of_squares():
-    params = [torch.nn.Parameter(torch.tensor([3.0, 4.0])), torch.nn.Parameter(torch.ones(2, 2))]
-    assert math.isclose(losses.l2_penalty(params).item(), (25 + 4) / 2)
+def test_the_l2_gradient_is_that_of_half_the_sum_of_squares_in_the_loss():
+    used = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    unused = torch.nn.Parameter(torch.ones(2, 2))  # no task gradient (CLEVR-Ref's Describe)
+    (2 * used).sum().backward()
+    losses.add_l2_gradient([used, unused], 1e-2)
+    # autograd on loss + wd · Σ ||w||² / 2, as the official release writes it
+    twin_used, twin_unused = (torch.nn.Parameter(p.detach().clone()) for p in (used, unused))
+    penalty = (twin_used.pow(2).sum() + twin_unused.pow(2).sum()) / 2
+    ((2 * twin_used).sum() + 1e-2 * penalty).backward()
+    torch.testing.assert_close(used.grad, twin_used.grad)
+    torch.testing.assert_close(unused.grad, twin_unused.grad)
 
 
 def test_ema_starts_as_a_copy_and_moves_by_one_minus_decay():
