@@ -251,6 +251,12 @@ def dataset_notes(items: list[Configuration], project_dir: str | Path) -> list[s
 # ---------------------------------------------------------------------------------------------
 
 
+def seed_list(seeds: int) -> str:
+    """ "1", "1 and 2", "1, 2 and 3": the seeds of the settings without layouts."""
+    names = [str(seed) for seed in range(1, seeds + 1)]
+    return names[0] if seeds == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def spread(values: list[float]) -> dict[str, float | int] | None:
     """{"mean", "spread" (half the range, (max - min) / 2), "best" (max), "runs"} or None."""
     if not values:
@@ -322,7 +328,7 @@ def table_markdown(
         "",
         "Written by `snmn paper-table`. Our figures: the mean ± half the range ((max − min) / 2) "
         "over a setting's runs, and the best run; settings with expert layouts run once, "
-        f"settings without them {settings.seeds} times (train.seed 1..{settings.seeds}). "
+        f"settings without them with train.seed {seed_list(settings.seeds)}. "
         "Question-only, layouts and faithfulness: means over the same runs, on the metric's "
         "split (faithfulness: VQA questions).",
         "",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config, EvaluateConfig
+from pipeline.config import Config, EvaluateConfig, PaperTableConfig
 from pipeline.evaluation import paper_table
 from pipeline.evaluation.paper import PUBLISHED
 from pipeline.training.loop import LocalReporter, WorkerContext, train_loop
@@ -59,7 +59,9 @@ def recipe(tiny_data: Path, work: Path, **table: object) -> Config:
         "table_path": str(work / "reports" / "paper_table.md"),
         "mlflow_experiment": EXPERIMENT,
     }
-    return dataclasses.replace(config, evaluate=evaluation, paper_table=values | table)
+    return dataclasses.replace(
+        config, evaluate=evaluation, paper_table=PaperTableConfig(**(values | table))
+    )
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pipeline.evaluation.paper import PUBLISHED, SETTING_NAMES
 from pipeline.evaluation.paper_table import (
     build_table,
     configurations,
+    seed_list,
     table_columns,
     table_markdown,
 )
@@ -129,3 +130,7 @@ def test_a_params_file_with_a_bad_paper_table_section_fails_when_loaded(tmp_path
             load_config(path)
     path.write_text("train: {seed: 1}\n")
     assert load_config(path).paper_table == PaperTableConfig()  # absent: the defaults
+
+
+def test_the_table_names_the_seeds_of_the_runs_without_layouts():
+    assert [seed_list(count) for count in (1, 2, 3)] == ["1", "1 and 2", "1, 2 and 3"]
