@@ -46,6 +46,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -187,12 +188,10 @@ def run_paper_table(
         minutes = (time.monotonic() - start) / 60
         say(f"{where}: finished in {minutes:.1f} min, {item.evaluation_path}")
         done[item.name] = "trained"
-    results = collect_results(items, project_dir)
-    expected = {item.setting: 0 for item in items}
-    for item in items:
-        expected[item.setting] += 1
-    rows = build_table(results, expected)
-    markdown = table_markdown(rows, recipe.paper_table, dataset_notes(items, project_dir))
+    evaluations = finished_evaluations(items, project_dir)
+    results = collect_results(items, evaluations)
+    rows = build_table(results, Counter(item.setting for item in items))
+    markdown = table_markdown(rows, recipe.paper_table, dataset_notes(evaluations))
     table_path = Path(project_dir) / recipe.paper_table.table_path
     write_atomic(table_path, lambda temporary: temporary.write_text(markdown))
     say(f"wrote {recipe.paper_table.table_path}")
@@ -223,26 +222,32 @@ def tag_setting(item: Configuration, project_dir: str | Path) -> None:
     tracker.client.set_tag(run_id, "paper_configuration", item.name)
 
 
-def collect_results(
+def finished_evaluations(
     items: list[Configuration], project_dir: str | Path
+) -> list[tuple[Configuration, dict[str, Any]]]:
+    """(configuration, its evaluate.json) of every finished configuration, each read once."""
+    return [
+        (item, json.loads((Path(project_dir) / item.evaluation_path).read_text()))
+        for item in items
+        if finished(item, project_dir)
+    ]
+
+
+def collect_results(
+    items: list[Configuration], evaluations: list[tuple[Configuration, dict[str, Any]]]
 ) -> dict[str, list[dict[str, float]]]:
     """{setting: [the headline figures of each finished run]} (evaluate.headline_metrics)."""
     results: dict[str, list[dict[str, float]]] = {item.setting: [] for item in items}
-    for item in items:
-        if finished(item, project_dir):
-            evaluation = json.loads((Path(project_dir) / item.evaluation_path).read_text())
-            results[item.setting].append({"seed": item.seed, **headline_metrics(evaluation)})
+    for item, evaluation in evaluations:
+        results[item.setting].append({"seed": item.seed, **headline_metrics(evaluation)})
     return results
 
 
-def dataset_notes(items: list[Configuration], project_dir: str | Path) -> list[str]:
+def dataset_notes(evaluations: list[tuple[Configuration, dict[str, Any]]]) -> list[str]:
     """Why the evaluations do not compare with the paper (mini-CLEVR, ...), without repeats."""
     notes: dict[str, None] = {}
-    for item in items:
-        if finished(item, project_dir):
-            evaluation = json.loads((Path(project_dir) / item.evaluation_path).read_text())
-            dataset = evaluation.get("dataset", {})
-            notes |= dict.fromkeys(dataset.get("reasons", []))
+    for _, evaluation in evaluations:
+        notes |= dict.fromkeys(evaluation.get("dataset", {}).get("reasons", []))
     return list(notes)
 
 
