@@ -31,21 +31,33 @@ class SharedOperand:
     """`tensor` [B, X, Y] as read by the step loop: `left_product(left)` = left @ tensor."""
 
     def __init__(self, tensor: Tensor) -> None:
-        self._lefts: list[Tensor] = []  # [B, K, X] each, appended during backward
-        self._grads: list[Tensor] = []  # [B, K, Y] each
-        self.tensor = _Collect.apply(tensor, self) if tensor.requires_grad else tensor
+        self._pending = _PendingGradient()
+        self.tensor = _Collect.apply(tensor, self._pending) if tensor.requires_grad else tensor
 
     def left_product(self, left: Tensor) -> Tensor:
         """left [B, K, X] → left @ tensor [B, K, Y]."""
         if not self.tensor.requires_grad:
             return torch.bmm(left, self.tensor)
-        return _Product.apply(left, self.tensor, self)
+        return _Product.apply(left, self.tensor, self._pending)
 
-    def _defer(self, left: Tensor, grad: Tensor) -> None:
+
+class _PendingGradient:
+    """The (left, grad) pairs of one operand's products, left by their backward.
+
+    The autograd nodes keep this, never the operand: a node that kept the operand would close a
+    cycle (operand → tensor → its grad_fn → operand) that passes through C++ and that Python's
+    garbage collector cannot see, and every training step's kb and graph would stay in memory.
+    """
+
+    def __init__(self) -> None:
+        self._lefts: list[Tensor] = []  # [B, K, X] each, appended during backward
+        self._grads: list[Tensor] = []  # [B, K, Y] each
+
+    def defer(self, left: Tensor, grad: Tensor) -> None:
         self._lefts.append(left)
         self._grads.append(grad)
 
-    def _gradient(self) -> Tensor | None:
+    def gradient(self) -> Tensor | None:
         """Σ left_tᵀ grad_t as one product ([B, X, ΣK] × [B, ΣK, Y]); forgets the pairs."""
         if not self._lefts:
             return None
@@ -59,32 +71,32 @@ class _Collect(torch.autograd.Function):
     """Identity in the forward; in the backward adds the deferred gradient of every product."""
 
     @staticmethod
-    def forward(ctx, tensor: Tensor, shared: SharedOperand) -> Tensor:
-        ctx.shared = shared
+    def forward(ctx, tensor: Tensor, pending: _PendingGradient) -> Tensor:
+        ctx.pending = pending
         ctx.set_materialize_grads(False)
         return tensor.view_as(tensor)
 
     @staticmethod
     def backward(ctx, grad: Tensor | None) -> tuple[Tensor | None, None]:
-        deferred = ctx.shared._gradient()
+        deferred = ctx.pending.gradient()
         if grad is None:
             return deferred, None
         return (grad if deferred is None else grad + deferred), None
 
 
 class _Product(torch.autograd.Function):
-    """left @ shared; the shared operand's gradient is left with `shared`, not returned."""
+    """left @ tensor; the tensor's gradient is left with `pending`, not returned."""
 
     @staticmethod
-    def forward(ctx, left: Tensor, tensor: Tensor, shared: SharedOperand) -> Tensor:
+    def forward(ctx, left: Tensor, tensor: Tensor, pending: _PendingGradient) -> Tensor:
         ctx.save_for_backward(left, tensor)
-        ctx.shared = shared
+        ctx.pending = pending
         return torch.bmm(left, tensor)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, None]:
         left, tensor = ctx.saved_tensors
-        ctx.shared._defer(left, grad)
+        ctx.pending.defer(left, grad)
         grad_left = None
         if ctx.needs_input_grad[0]:
             grad_left = torch.bmm(grad, tensor.transpose(1, 2))  # [B, K, X]

@@ -59,3 +59,25 @@ def test_without_gradients_it_is_a_plain_product():
         base, left = torch.randn(2, 4, 3, requires_grad=True), torch.randn(2, 2, 4)
         shared = SharedOperand(base)
         assert torch.equal(shared.left_product(left), torch.bmm(left, base))
+
+
+@pytest.mark.parametrize("backward", [True, False])
+def test_an_operand_is_freed_by_reference_counting(backward):
+    """No reference cycle through autograd: Python's collector would free it only at a full
+    collection, thousands of steps later, and meanwhile every step's kb stayed in memory (the
+    training workers grew by ~250 MB a minute)."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        base = torch.randn(2, 4, 3, requires_grad=True)
+        shared = SharedOperand(base * 1.0)
+        loss = shared.left_product(torch.randn(2, 1, 4, requires_grad=True)).sum()
+        if backward:
+            loss.backward()
+        operand, tensor = weakref.ref(shared), weakref.ref(shared.tensor)
+        del shared, loss
+        assert operand() is None and tensor() is None
+    finally:
+        gc.enable()
